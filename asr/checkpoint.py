@@ -1,0 +1,143 @@
+"""One self-contained model file: config, tokenizer, CMVN statistics, weights, format version.
+
+Inference, the server and fine-tuning load *only* this file, never the training YAML, so a
+model can be copied anywhere and still compute identical features and decode identically.
+Files are read with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from asr.config import ExperimentConfig, from_dict, to_dict
+from asr.errors import CheckpointError, ConfigError
+from asr.features.frontend import LogMelFrontend
+from asr.features.normalization import GlobalCMVN
+from asr.models.asr_model import AsrModel, build_model
+from asr.tokenizer import Tokenizer, tokenizer_from_dict
+
+FORMAT_NAME = "asr-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelBundle:
+    """Everything inference needs, rebuilt from a checkpoint (or assembled by the trainer)."""
+
+    config: ExperimentConfig
+    tokenizer: Tokenizer
+    frontend: LogMelFrontend
+    cmvn: GlobalCMVN
+    model: AsrModel
+    step: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def build_bundle(config: ExperimentConfig, tokenizer: Tokenizer, cmvn: GlobalCMVN | None = None) -> ModelBundle:
+    """Fresh (untrained) modules for ``config``; the trainer's starting point."""
+    frontend = LogMelFrontend(config.features, config.audio.sample_rate)
+    if cmvn is None:
+        cmvn = GlobalCMVN.identity(config.features.n_mels)
+    model = build_model(config.model, config.features.n_mels, tokenizer.vocab_size)
+    return ModelBundle(config, tokenizer, frontend, cmvn, model)
+
+
+def checkpoint_payload(bundle: ModelBundle, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Plain-data checkpoint dict; ``extra`` carries training state (optimizer, RNG) for resume."""
+    payload: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "config": to_dict(bundle.config),
+        "tokenizer": bundle.tokenizer.to_dict(),
+        "cmvn": {k: v.detach().cpu() for k, v in bundle.cmvn.state_dict().items()},
+        "model": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()},
+        "step": bundle.step,
+        "metrics": dict(bundle.metrics),
+    }
+    if extra:
+        payload["training_state"] = extra
+    return payload
+
+
+def save_checkpoint(path: str | Path, bundle: ModelBundle, extra: dict[str, Any] | None = None) -> Path:
+    """Write atomically (temp file + rename) so a crash mid-save never leaves a truncated model."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint_payload(bundle, extra), tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_payload(source: str | Path | bytes) -> dict[str, Any]:
+    """Load and validate the raw checkpoint dict (no modules built)."""
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if not isinstance(source, bytes) and not Path(source).is_file():
+        raise CheckpointError(f"model file {name} does not exist; pass --model with a path to a .pt checkpoint")
+    try:
+        handle: Any = io.BytesIO(source) if isinstance(source, bytes) else source
+        payload = torch.load(handle, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt zips/pickles
+        raise CheckpointError(
+            f"{name} is not a readable checkpoint ({type(exc).__name__}: {exc}); "
+            "it may be truncated or not a model file"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{name} is not an {FORMAT_NAME} file (wrong or missing format marker)")
+    version = payload.get("version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{name} has format version {version}; this release reads version {FORMAT_VERSION}. "
+            "Use the release that wrote it, or re-export the model."
+        )
+    for key in ("config", "tokenizer", "cmvn", "model"):
+        if key not in payload:
+            raise CheckpointError(f"{name} lacks the {key!r} section; the file is incomplete")
+    return payload
+
+
+def bundle_from_payload(payload: dict[str, Any], name: str = "<checkpoint>") -> ModelBundle:
+    try:
+        config = from_dict(ExperimentConfig, payload["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{name}: stored config is invalid: {exc}") from exc
+    try:
+        tokenizer = tokenizer_from_dict(payload["tokenizer"])
+    except Exception as exc:
+        raise CheckpointError(f"{name}: stored tokenizer is invalid: {exc}") from exc
+    bundle = build_bundle(config, tokenizer)
+    try:
+        bundle.cmvn.load_state_dict(payload["cmvn"])
+        bundle.model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{name}: weights do not match the stored config: {exc}") from exc
+    bundle.step = int(payload.get("step", 0))
+    bundle.metrics = dict(payload.get("metrics", {}))
+    return bundle
+
+
+def load_checkpoint(source: str | Path | bytes) -> ModelBundle:
+    """Rebuild a :class:`ModelBundle` in eval mode on CPU; raises :class:`CheckpointError` on any problem."""
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    bundle = bundle_from_payload(read_payload(source), name)
+    bundle.model.eval()
+    return bundle
+
+
+def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the model weights of several checkpoints of one run (integer buffers from the last)."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    states = [read_payload(p)["model"] for p in paths]
+    averaged: dict[str, torch.Tensor] = {}
+    for key, last in states[-1].items():
+        if last.is_floating_point():
+            averaged[key] = torch.stack([s[key].float() for s in states]).mean(0).to(last.dtype)
+        else:
+            averaged[key] = last
+    return averaged

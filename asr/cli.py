@@ -1,0 +1,292 @@
+"""The ``asr`` command: prepare, train, eval, transcribe, lm, plot.
+
+A thin argparse shell over the library: every subcommand parses arguments, calls one library
+function and prints. Errors the library raises on purpose (:class:`AsrError`) are printed as one
+line and exit with status 2; usage errors exit with 64 (EX_USAGE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from asr.config import BoostPhrase, SearchConfig
+from asr.errors import AsrError, ConfigError
+
+EXIT_ERROR = 2
+EXIT_USAGE = 64
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
+
+
+def default_model() -> Path:
+    """``$ASR_MODEL`` if set, else the model shipped in the repository's ``models/``."""
+    return Path(os.environ.get("ASR_MODEL", str(DEFAULT_MODEL)))
+
+
+def _add_search_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search (defaults: the model's stored search settings)")
+    g.add_argument("--method", choices=["ctc_greedy", "ctc_prefix_beam", "attention_beam", "joint", "rescoring"])
+    g.add_argument("--beam", type=int, help="beam size")
+    g.add_argument("--nbest", type=int, help="alternatives to return")
+    g.add_argument("--ctc-weight", type=float, help="joint/rescoring: weight of CTC against attention scores")
+    g.add_argument("--lm", help="ARPA n-gram LM for shallow fusion")
+    g.add_argument("--lm-weight", type=float)
+    g.add_argument("--lm-unit", choices=["word", "token"])
+    g.add_argument("--length-bonus", type=float)
+    g.add_argument(
+        "--boost", action="append", default=[], metavar="PHRASE[:WEIGHT]", help="phrase to boost (repeatable)"
+    )
+
+
+def search_from_args(base: SearchConfig, args: argparse.Namespace) -> SearchConfig:
+    changes: dict[str, Any] = {}
+    for arg, name in [
+        ("method", "method"),
+        ("beam", "beam_size"),
+        ("nbest", "nbest"),
+        ("ctc_weight", "ctc_weight"),
+        ("lm", "lm_path"),
+        ("lm_weight", "lm_weight"),
+        ("lm_unit", "lm_unit"),
+        ("length_bonus", "length_bonus"),
+    ]:
+        value = getattr(args, arg, None)
+        if value is not None:
+            changes[name] = value
+    if args.lm and args.lm_weight is None and base.lm_weight == 0.0:
+        changes["lm_weight"] = 0.5
+    if args.boost:
+        phrases = []
+        for item in args.boost:
+            phrase, _, weight = item.rpartition(":") if ":" in item else (item, "", "")
+            try:
+                phrases.append(BoostPhrase(phrase.strip(), float(weight) if weight else 2.0))
+            except ValueError as exc:
+                raise ConfigError(f"--boost {item!r}: weight must be a number (PHRASE:WEIGHT)") from exc
+        changes["boost_phrases"] = tuple(phrases)
+    cfg = dataclasses.replace(base, **changes)
+    if cfg.beam_size < 1 or cfg.nbest < 1:
+        raise ConfigError("--beam and --nbest must be at least 1")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------ commands
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from asr.data.corpora import import_corpus, split_by_speaker
+    from asr.data.manifest import write_manifest
+    from asr.data.prepare import prepare_shared_corpora
+
+    out = Path(args.out)
+    if args.kind == "shared":
+        written = prepare_shared_corpora(Path(args.root), out)
+        for name, path in written.items():
+            print(f"{name}: {path}")
+        return
+    entries = import_corpus(args.kind, Path(args.root))
+    if args.dev_fraction or args.test_fraction:
+        splits = split_by_speaker(entries, args.dev_fraction, args.test_fraction, args.seed)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, part in splits._asdict().items():
+            write_manifest(out / f"{name}.jsonl", part)
+            print(f"{name}: {len(part)} utterances -> {out / f'{name}.jsonl'}")
+    else:
+        write_manifest(out, entries)
+        print(f"{len(entries)} utterances -> {out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from asr.config import load_config
+    from asr.training.trainer import train
+
+    cfg = load_config(args.config, args.set)
+    result = train(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
+    best = f"{100 * result.best_dev_wer:.2f}%" if result.best_dev_wer is not None else "n/a (no dev set)"
+    print(f"model: {result.model_path}  steps: {result.steps}  best dev WER: {best}  time: {result.seconds:.0f} s")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from asr.data.manifest import read_manifest
+    from asr.inference import Recognizer
+    from asr.training.evaluate import evaluate
+
+    recognizer = Recognizer.from_checkpoint(args.model, device=args.device)
+    search = search_from_args(recognizer.search_config, args)
+    entries = []
+    for manifest in args.manifest:
+        entries.extend(read_manifest(manifest))
+    report = evaluate(recognizer, entries, search)
+    print(report.summary())
+    if args.rows:
+        report.write_rows(args.rows)
+        print(f"per-utterance rows: {args.rows}")
+
+
+def expand_inputs(items: Sequence[str]) -> list[Path]:
+    """Files as given; folders expand (recursively, sorted) to the audio files inside them."""
+    from asr.audio import SUPPORTED_EXTENSIONS
+
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUPPORTED_EXTENSIONS and p.is_file())
+            if not found:
+                raise ConfigError(f"folder {path} holds no audio files ({', '.join(SUPPORTED_EXTENSIONS)})")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
+
+
+def transcript_record(path: Path, transcript: Any) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "text": transcript.text,
+        "confidence": round(transcript.confidence, 4),
+        "duration_s": round(transcript.duration_s, 3),
+        "words": [dataclasses.asdict(w) for w in transcript.words],
+        "alternatives": [{"text": a.text, "confidence": round(a.confidence, 4)} for a in transcript.alternatives],
+    }
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from asr.errors import AudioError
+    from asr.inference import Recognizer
+
+    paths = expand_inputs(args.files)
+    recognizer = Recognizer.from_checkpoint(args.model, device=args.device)
+    search = search_from_args(recognizer.search_config, args)
+    results: dict[int, Any] = dict(recognizer.iter_files(paths, search))
+    failures = 0
+    for i, path in enumerate(paths):
+        result = results[i]
+        if isinstance(result, AudioError):
+            failures += 1
+            print(f"error: {result}", file=sys.stderr)
+        elif args.format == "json":
+            print(json.dumps(transcript_record(path, result), ensure_ascii=False))
+        else:
+            print(f"{path}\t{result.text}")
+    if failures:
+        print(f"{failures} of {len(paths)} files failed", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_lm(args: argparse.Namespace) -> None:
+    from asr.config import LMConfig
+    from asr.training.ngram import build_arpa
+
+    text_path = Path(args.text)
+    if not text_path.is_file():
+        raise ConfigError(f"text file {text_path} does not exist")
+    splitter: Callable[[str], list[str]] | None = None
+    if args.unit == "token":
+        from asr.checkpoint import load_checkpoint
+
+        if not args.model:
+            raise ConfigError("--unit token needs --model, whose tokenizer defines the tokens")
+        tokenizer = load_checkpoint(args.model).tokenizer
+        pieces = tokenizer.pieces
+
+        def splitter(sentence: str) -> list[str]:
+            return [pieces[i] for i in tokenizer.encode(sentence)]
+
+    cfg = LMConfig(order=args.order, unit=args.unit, discount=args.discount)
+    path = build_arpa(text_path, args.out, cfg, split=splitter)
+    print(f"wrote {path}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from asr.training.plot import plot_metrics
+
+    out = plot_metrics(Path(args.run), Path(args.out) if args.out else None)
+    print(f"wrote {out}")
+
+
+# ------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asr", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="build JSONL manifests from a local corpus folder (never downloads)")
+    p.add_argument(
+        "kind", choices=["shared", "librispeech", "common_voice", "ljspeech", "speech_commands", "folder", "manifest"]
+    )
+    p.add_argument("root", help="corpus folder")
+    p.add_argument("--out", required=True, help="manifest file, or a folder for split/shared output")
+    p.add_argument("--dev-fraction", type=float, default=0.0, help="speaker-disjoint dev split")
+    p.add_argument("--test-fraction", type=float, default=0.0, help="speaker-disjoint test split")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model from an experiment YAML")
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", required=True, help="run folder (resumes from its last.pt)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="WER/CER of a model on manifests")
+    p.add_argument("--model", default=str(default_model()))
+    p.add_argument("--manifest", required=True, action="append")
+    p.add_argument("--rows", help="write per-utterance rows (JSONL) here")
+    p.add_argument("--device", default="auto")
+    _add_search_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files")
+    p.add_argument("files", nargs="+", help="audio files or folders of them")
+    p.add_argument("--model", default=str(default_model()))
+    p.add_argument("--format", choices=["txt", "json"], default="txt")
+    p.add_argument("--device", default="auto")
+    _add_search_args(p)
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("lm", help="estimate an n-gram LM (ARPA) from a text file, one sentence per line")
+    p.add_argument("--text", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--order", type=int, default=3)
+    p.add_argument("--unit", choices=["word", "token"], default="word")
+    p.add_argument("--discount", type=float, default=0.75)
+    p.add_argument("--model", help="token LMs: the model whose tokenizer splits the text")
+    p.set_defaults(func=cmd_lm)
+
+    p = sub.add_parser("plot", help="draw loss and dev WER curves of a run to a PNG")
+    p.add_argument("run", help="run folder holding metrics.jsonl")
+    p.add_argument("--out", help="PNG path (default RUN/curves.png)")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code not in (0, None) else 0
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        status = args.func(args)
+    except AsrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Deep (bi)directional RNN encoder: subsampling → a stack of single-layer cuDNN RNNs.
+
+The stack is built one layer at a time (a ``ModuleList`` of one-layer ``nn.LSTM``/``nn.GRU``/
+``nn.RNN``) rather than one multi-layer module, so that a projection can sit between layers
+and a latency-controlled streaming pass can drive the same layers chunk by chunk. Each layer
+is still a single fused cuDNN kernel over the whole sequence: there is no Python loop over time.
+
+Sequences are packed (``enforce_sorted=False``), so the backward direction of every layer
+starts at each utterance's last real frame: padding never leaks into valid outputs, and an
+utterance encodes identically alone or in a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from asr.config import EncoderConfig
+from asr.models.subsampling import build_subsampling
+
+
+def _build_rnn(rnn_type: str, input_size: int, hidden_size: int, bidirectional: bool) -> nn.RNNBase:
+    if rnn_type == "lstm":
+        return nn.LSTM(input_size, hidden_size, batch_first=True, bidirectional=bidirectional)
+    if rnn_type == "gru":
+        return nn.GRU(input_size, hidden_size, batch_first=True, bidirectional=bidirectional)
+    if rnn_type == "rnn":
+        return nn.RNN(input_size, hidden_size, nonlinearity="tanh", batch_first=True, bidirectional=bidirectional)
+    raise ValueError(f"unknown rnn_type {rnn_type!r}; use 'lstm', 'gru' or 'rnn'")
+
+
+def _map_packed(packed: PackedSequence, module: nn.Module) -> PackedSequence:
+    """Apply a per-frame module to the packed data (no re-packing: frame order is unchanged)."""
+    return PackedSequence(module(packed.data), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+
+
+RNNState = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for LSTM; each (directions, B, H)
+
+
+@dataclass
+class EncoderChunkState:
+    """What latency-controlled streaming carries from one chunk to the next.
+
+    Only the *forward* direction is carried; the backward direction restarts from zero at the
+    end of every chunk's right context, which is what bounds latency (LC-BLSTM, Zhang et al. 2016).
+    """
+
+    left_feats: Tensor | None = None  # (B, factor, F): last feature frames, the subsampling's left context
+    forward_states: list[RNNState] = field(default_factory=list)  # per layer, forward direction (1, B, H)
+
+
+def _map_state(state: RNNState, fn: Callable[[Tensor], Tensor]) -> RNNState:
+    """Apply ``fn`` to h (and c): the one place that knows LSTM state is a pair."""
+    if isinstance(state, tuple):
+        return fn(state[0]), fn(state[1])
+    return fn(state)
+
+
+def _chunk_initial_state(carried: RNNState, layer: nn.RNNBase, batch: int) -> RNNState:
+    """Initial state for the doubled batch of ``forward_chunk``: carried forward direction, zero backward."""
+
+    def build(t: Tensor) -> Tensor:  # t: (1, B, H) -> (directions, 2B, H)
+        if layer.bidirectional:
+            t = torch.cat([t, torch.zeros_like(t)])
+        return torch.cat([t, t], dim=1)
+
+    return _map_state(carried, build)
+
+
+class RNNEncoder(nn.Module):
+    """``feats (B, T, F)`` + ``feat_lens`` → ``enc (B, T', D)`` + ``enc_lens``, ``T' = ceil(T / factor)``.
+
+    ``D`` (``output_dim``) is ``hidden_size`` times the number of directions. Between layers:
+    dropout, then (when ``projection_size > 0``) a linear projection to ``projection_size``,
+    which shrinks the next layer's input matmul and hence training cost.
+    """
+
+    def __init__(self, cfg: EncoderConfig, input_dim: int) -> None:
+        super().__init__()
+        if cfg.num_layers < 1 or cfg.hidden_size < 1:
+            raise ValueError(f"encoder needs num_layers >= 1 and hidden_size >= 1, got {cfg}")
+        self.cfg = cfg
+        directions = 2 if cfg.bidirectional else 1
+        layer_out = cfg.hidden_size * directions
+        self.subsampling = build_subsampling(cfg, input_dim, cfg.hidden_size)
+        self.layers = nn.ModuleList()
+        self.projections = nn.ModuleList()
+        in_size = cfg.hidden_size
+        for index in range(cfg.num_layers):
+            self.layers.append(_build_rnn(cfg.rnn_type, in_size, cfg.hidden_size, cfg.bidirectional))
+            in_size = layer_out
+            if cfg.projection_size > 0 and index < cfg.num_layers - 1:
+                self.projections.append(nn.Linear(layer_out, cfg.projection_size))
+                in_size = cfg.projection_size
+        self.dropout = nn.Dropout(cfg.dropout)
+        self._output_dim = layer_out
+
+    @property
+    def output_dim(self) -> int:
+        """D, the size of each encoder output frame."""
+        return self._output_dim
+
+    @property
+    def subsampling_factor(self) -> int:
+        """Feature frames per encoder frame (the encoder frame shift is hop × this)."""
+        return self.cfg.subsampling_factor
+
+    def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Encode a padded batch; output frames at or past ``enc_lens`` are 0."""
+        if feats.size(0) == 0 or int(feat_lens.min()) < 1:
+            raise ValueError("every utterance needs at least one feature frame")
+        x, enc_lens = self.subsampling(feats, feat_lens)  # (B, T', H)
+        packed = pack_padded_sequence(x, enc_lens.cpu(), batch_first=True, enforce_sorted=False)
+        for index, rnn in enumerate(self.layers):
+            packed, _ = rnn(packed)
+            if index < len(self.layers) - 1:
+                packed = _map_packed(packed, self.dropout)
+                if self.projections:
+                    packed = _map_packed(packed, self.projections[index])
+        enc, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.size(1))  # (B, T', D)
+        return enc, enc_lens
+
+    def forward_chunk(
+        self, feats: Tensor, right_feats: Tensor, state: EncoderChunkState
+    ) -> tuple[Tensor, EncoderChunkState]:
+        """Encode one chunk for latency-controlled streaming: ``feats (B, T_c, F)`` → ``(B, ceil(T_c / factor), D)``.
+
+        ``right_feats (B, T_r, F)`` are look-ahead frames: they feed the backward direction and
+        are not consumed (pass them again as the start of the next chunk). ``T_c`` must be a
+        multiple of the subsampling factor except in the last chunk. Start with
+        ``EncoderChunkState()``. With the whole rest of the utterance as right context every
+        chunk equals the offline ``forward`` exactly; a shorter right context trades accuracy
+        for latency. All B streams must use the same chunk and right-context sizes.
+        """
+        factor = self.subsampling_factor
+        batch = feats.size(0)
+        num_out = -(-feats.size(1) // factor)
+        if feats.size(1) == 0:
+            raise ValueError("forward_chunk needs at least one feature frame in the chunk")
+        if right_feats.size(1) and feats.size(1) % factor:
+            raise ValueError(f"chunk of {feats.size(1)} frames is not a multiple of the subsampling factor {factor}")
+        # `factor` previous feature frames cover the conv receptive field's left extent (factor − 1).
+        left = state.left_feats if state.left_feats is not None else feats[:, :0]
+        segment = torch.cat([left, feats, right_feats], dim=1)
+        x, _ = self.subsampling(segment, torch.full((batch,), segment.size(1), device=feats.device))
+        x = x[:, left.size(1) // factor :]  # (B, chunk + right frames, H)
+        # Row B + b repeats row b cut at the chunk end: its final forward state is the one to carry.
+        lens = torch.tensor([x.size(1)] * batch + [num_out] * batch)
+        new_states: list[RNNState] = []
+        for index, layer in enumerate(self.layers):
+            assert isinstance(layer, nn.RNNBase)
+            initial = _chunk_initial_state(state.forward_states[index], layer, batch) if state.forward_states else None
+            packed = pack_padded_sequence(torch.cat([x, x]), lens, batch_first=True, enforce_sorted=False)
+            packed, final = layer(packed, initial)
+            out, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.size(1))  # (2B, frames, D)
+            new_states.append(_map_state(final, lambda t: t[:1, batch:]))
+            x = out[:batch]
+            if index < len(self.layers) - 1:
+                x = self.dropout(x)
+                if self.projections:
+                    x = self.projections[index](x)
+        new_state = EncoderChunkState(left_feats=feats[:, max(0, feats.size(1) - factor) :], forward_states=new_states)
+        return x[:, :num_out], new_state
