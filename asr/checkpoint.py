@@ -19,6 +19,7 @@ from asr.errors import CheckpointError, ConfigError
 from asr.features.frontend import LogMelFrontend
 from asr.features.normalization import GlobalCMVN
 from asr.models.asr_model import AsrModel, build_model
+from asr.quantization import QUANTIZATIONS, apply_quantization, restore_state
 from asr.tokenizer import Tokenizer, tokenizer_from_dict
 
 FORMAT_NAME = "asr-checkpoint"
@@ -36,6 +37,7 @@ class ModelBundle:
     model: AsrModel
     step: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
+    quantization: str = "none"  # "int8_dynamic" | "bf16": applied at load; such a bundle is not saved again
 
 
 def build_bundle(config: ExperimentConfig, tokenizer: Tokenizer, cmvn: GlobalCMVN | None = None) -> ModelBundle:
@@ -49,6 +51,8 @@ def build_bundle(config: ExperimentConfig, tokenizer: Tokenizer, cmvn: GlobalCMV
 
 def checkpoint_payload(bundle: ModelBundle, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Plain-data checkpoint dict; ``extra`` carries training state (optimizer, RNG) for resume."""
+    if bundle.quantization != "none":
+        raise CheckpointError("a quantised model cannot be saved again; export it anew from the float32 checkpoint")
     payload: dict[str, Any] = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -111,11 +115,17 @@ def bundle_from_payload(payload: dict[str, Any], name: str = "<checkpoint>") -> 
     except Exception as exc:
         raise CheckpointError(f"{name}: stored tokenizer is invalid: {exc}") from exc
     bundle = build_bundle(config, tokenizer)
+    quantization = payload.get("quantization", "none")
+    if quantization not in QUANTIZATIONS:
+        raise CheckpointError(f"{name}: unknown quantization {quantization!r}; expected one of {QUANTIZATIONS}")
     try:
         bundle.cmvn.load_state_dict(payload["cmvn"])
-        bundle.model.load_state_dict(payload["model"])
+        bundle.model.load_state_dict(restore_state(payload["model"], payload.get("int8_scales", {})))
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{name}: weights do not match the stored config: {exc}") from exc
+    bundle.model.eval()
+    apply_quantization(bundle.model, quantization)
+    bundle.quantization = quantization
     bundle.step = int(payload.get("step", 0))
     bundle.metrics = dict(payload.get("metrics", {}))
     return bundle

@@ -1,4 +1,4 @@
-"""The ``asr`` command: prepare, train, eval, transcribe, lm, plot.
+"""The ``asr`` command: prepare, train, eval, transcribe, lm, plot, finetune, export.
 
 A thin argparse shell over the library: every subcommand parses arguments, calls one library
 function and prints. Errors the library raises on purpose (:class:`AsrError`) are printed as one
@@ -161,9 +161,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr.errors import AudioError
     from asr.inference import Recognizer
 
+    if not args.files and not args.stream:
+        print("usage error: give audio FILEs (or folders) to transcribe, or --stream FILE", file=sys.stderr)
+        return EXIT_USAGE
     paths = expand_inputs(args.files)
     recognizer = Recognizer.from_checkpoint(args.model, device=args.device)
     search = search_from_args(recognizer.search_config, args)
+    if args.stream:
+        _transcribe_stream(recognizer, search, args)
+        return 0
     results: dict[int, Any] = dict(recognizer.iter_files(paths, search))
     failures = 0
     for i, path in enumerate(paths):
@@ -179,6 +185,44 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         print(f"{failures} of {len(paths)} files failed", file=sys.stderr)
         return EXIT_ERROR
     return 0
+
+
+def _transcribe_stream(recognizer: Any, search: SearchConfig, args: argparse.Namespace) -> None:
+    """Feed a file to a streaming session in 100 ms pieces: partials overwrite one line, finals get their own."""
+    import time
+
+    from asr.audio import load_audio
+    from asr.streaming import StreamingOptions
+
+    if search.method not in ("ctc_greedy", "ctc_prefix_beam"):
+        search = dataclasses.replace(search, method="ctc_prefix_beam")
+    options = StreamingOptions(
+        chunk_ms=args.chunk_ms,
+        right_context_ms=args.right_context_ms,
+        endpoint_silence_ms=args.endpoint_ms,
+        rescore=args.method == "rescoring",
+        search=search,
+    )
+    session = recognizer.open_stream(options)
+    wave = load_audio(args.stream, recognizer.sample_rate)
+    piece = recognizer.sample_rate // 10
+    live, width, start = sys.stdout.isatty(), 0, time.monotonic()
+    for offset in range(0, len(wave) + piece, piece):
+        chunk = wave[offset : offset + piece]
+        results = session.accept(chunk) if len(chunk) else session.finish()
+        for result in results:
+            if result.is_final:
+                line = f"[{result.start_s:7.2f} - {result.end_s:7.2f}] {result.transcript.text}"
+                print(f"\r{line.ljust(width)}", flush=True)
+                width = 0
+            elif live:
+                line = f"  ... {result.transcript.text}"
+                print(f"\r{line.ljust(width)}", end="", flush=True)
+                width = len(line)
+        if args.realtime:
+            time.sleep(max(0.0, start + (offset + len(chunk)) / recognizer.sample_rate - time.monotonic()))
+    if width:
+        print(f"\r{' ' * width}\r", end="", flush=True)
 
 
 def cmd_lm(args: argparse.Namespace) -> None:
@@ -210,6 +254,42 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     out = plot_metrics(Path(args.run), Path(args.out) if args.out else None)
     print(f"wrote {out}")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from asr.config import FinetuneConfig
+    from asr.training.finetune import finetune
+
+    cfg = FinetuneConfig(
+        learning_rate=args.lr,
+        warmup_steps=args.warmup_steps,
+        max_steps=args.steps,
+        freeze_encoder_layers=args.freeze_encoder_layers,
+        extend_vocab=args.extend_vocab,
+    )
+    result = finetune(
+        getattr(args, "from"), args.train, args.dev, args.out, cfg,
+        base_test=args.base_test, overrides=args.set, progress=not args.quiet,
+    )  # fmt: skip
+    if result.added_chars:
+        print(f"added to the vocabulary: {' '.join(result.added_chars)}")
+    print(result.table())
+    print(f"model: {result.model_path}  steps: {result.steps}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from asr.checkpoint import load_checkpoint
+    from asr.export import export_graph, quantize_checkpoint
+
+    out = Path(args.out)
+    if args.quantize:
+        kind = "int8_dynamic" if args.quantize == "int8" else args.quantize
+        target = out if out.suffix == ".pt" else out / f"model_{args.quantize}.pt"
+        path = quantize_checkpoint(args.model, target, kind)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; load it like any model: --model {path})")
+        return
+    path = export_graph(load_checkpoint(args.model), out, args.format)
+    print(f"wrote {path} and {path.parent / 'meta.json'}")
 
 
 # ------------------------------------------------------------------------------------- parser
@@ -245,8 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_args(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("transcribe", help="transcribe audio files")
-    p.add_argument("files", nargs="+", help="audio files or folders of them")
+    p = sub.add_parser("transcribe", help="transcribe audio files, or stream one with live partials")
+    p.add_argument("files", nargs="*", help="audio files or folders of them")
+    p.add_argument("--stream", metavar="FILE", help="stream FILE: partials update in place, finals on their own lines")
+    p.add_argument("--realtime", action="store_true", help="--stream: pace the audio at real time")
+    p.add_argument("--chunk-ms", type=int, default=320, help="--stream: encoder chunk (multiple of 40 ms)")
+    p.add_argument("--right-context-ms", type=int, default=160, help="--stream: look-ahead of the backward LSTM")
+    p.add_argument("--endpoint-ms", type=int, default=800, help="--stream: trailing silence that ends an utterance")
     p.add_argument("--model", default=str(default_model()))
     p.add_argument("--format", choices=["txt", "json"], default="txt")
     p.add_argument("--device", default="auto")
@@ -266,6 +351,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder holding metrics.jsonl")
     p.add_argument("--out", help="PNG path (default RUN/curves.png)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("finetune", help="continue a trained model on your recordings; reports WER before/after")
+    p.add_argument("--from", required=True, metavar="MODEL", help="base model checkpoint")
+    p.add_argument("--train", required=True, action="append", help="training manifest (repeatable)")
+    p.add_argument("--dev", required=True, action="append", help="dev manifest, evaluated before and after")
+    p.add_argument("--base-test", action="append", default=[], help="the base model's test manifest (forgetting)")
+    p.add_argument("--out", required=True, help="run folder; the model is OUT/model.pt")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=0.0, help="peak learning rate (default: the base model's / 10)")
+    p.add_argument("--warmup-steps", type=int, default=20)
+    p.add_argument("--freeze-encoder-layers", type=int, default=0, metavar="K", help="freeze encoder layers < K "
+                   "(0 = subsampling, i = RNN layer i - 1)")  # fmt: skip
+    p.add_argument("--extend-vocab", action="store_true", help="add output rows for characters the model lacks")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("export", help="export to TorchScript/ONNX, or write an int8/bf16 checkpoint")
+    p.add_argument("--model", default=str(default_model()))
+    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    p.add_argument("--quantize", choices=["int8", "bf16"], help="write a quantised checkpoint instead of a graph")
+    p.add_argument("--out", required=True, help="folder (graph + meta.json), or a .pt path with --quantize")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

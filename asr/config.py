@@ -72,6 +72,10 @@ class EncoderConfig:
     subsampling: Literal["stack", "conv"] = "conv"  # frame stacking or a 2-layer strided conv
     subsampling_factor: int = 4  # T' = ceil(T / factor)
     subsampling_channels: int = 64  # conv subsampling only
+    # Latency-controlled (LC-BLSTM) training, so that one model serves offline and streaming:
+    chunk_train_prob: float = 0.0  # share of training batches encoded chunk-wise; 0 = full context only
+    chunk_train_frames: tuple[int, int] = (32, 96)  # feature frames; drawn per batch, so any chunk in range works
+    chunk_right_context_frames: int = 16  # feature frames of backward look-ahead in chunked training
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,17 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """How ``asr finetune`` continues a trained model on a user's recordings (not stored in ExperimentConfig)."""
+
+    learning_rate: float = 0.0  # peak LR; 0 = the base model's peak / 10, so a few steps cannot erase what it knows
+    warmup_steps: int = 20  # short: the weights are trained already, only Adam's moment estimates need warming
+    max_steps: int = 300
+    freeze_encoder_layers: int = 0  # freeze encoder layers below this index; subsampling = 0, RNN layer i = i + 1
+    extend_vocab: bool = False  # add output rows for characters the model cannot emit instead of refusing
+
+
+@dataclass(frozen=True)
 class BoostPhrase:
     phrase: str
     boost: float = 2.0  # log-score bonus per token of the phrase, refunded if the phrase is abandoned
@@ -196,6 +211,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "encoder.num_layers": (1, 64),
     "training.accum_steps": (1, 1 << 20),
     "encoder.subsampling_factor": (1, 16),
+    "encoder.chunk_train_prob": (0.0, 1.0),
+    "encoder.chunk_right_context_frames": (0, 1 << 20),
 }
 
 

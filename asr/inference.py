@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from asr.decoding.ngram import NgramLM, load_arpa
 from asr.decoding.search import search
 from asr.decoding.timestamps import word_timings
 from asr.errors import AudioError, ConfigError
+
+if TYPE_CHECKING:
+    from asr.streaming import StreamingOptions, StreamingSession
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,10 @@ class Recognizer:
 
     def __init__(self, bundle: ModelBundle, *, device: str = "auto", search: SearchConfig | None = None) -> None:
         self.bundle = bundle
+        if bundle.quantization == "int8_dynamic":  # PyTorch's dynamic int8 kernels exist for CPU only
+            if device not in ("auto", "cpu"):
+                raise ConfigError(f"this model is int8-quantised and runs on CPU only; use --device cpu, not {device}")
+            device = "cpu"
         self.device = resolve_device(device)
         self.config = bundle.config
         self.tokenizer = bundle.tokenizer
@@ -243,6 +250,12 @@ class Recognizer:
         transcripts = self.transcribe_batch([wave for _, wave in batch], cfg)
         for (i, _), transcript in zip(batch, transcripts):
             yield i, transcript
+
+    def open_stream(self, options: StreamingOptions | None = None) -> StreamingSession:
+        """A streaming session on this model (partials, endpointing, finals); see :mod:`asr.streaming`."""
+        from asr.streaming import StreamingSession
+
+        return StreamingSession(self, options)
 
     def with_search(self, **changes: Any) -> SearchConfig:
         """The default search config with some fields replaced (validated by the search itself)."""

@@ -14,6 +14,7 @@ import torch
 from asr.checkpoint import load_checkpoint, read_payload
 from asr.config import load_config
 from asr.data.manifest import read_manifest, write_manifest
+from asr.errors import ConfigError
 from asr.inference import Recognizer
 from asr.tokenizer import normalize_text
 from asr.training.trainer import train
@@ -99,3 +100,17 @@ def test_two_process_ddp_keeps_weights_identical(eight_utterances, tmp_path):
     assert any(not torch.equal(rank0[k], initial[k]) for k in rank0), "training changed nothing"
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
+
+
+def test_bf16_on_cpu_trains_and_fp16_on_cpu_is_refused(eight_utterances, tmp_path):
+    manifest, _ = eight_utterances
+    cfg = tiny_config(manifest, **{"training.max_steps": 4, "training.precision": "bf16"})
+    assert train(cfg, tmp_path / "bf16", progress=False).steps == 4
+    cfg16 = tiny_config(manifest, **{"training.max_steps": 4, "training.precision": "fp16"})
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        train(cfg16, tmp_path / "fp16", progress=False)
+
+
+def test_no_training_manifest_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="train_manifests"):
+        train(load_config(CONFIGS / "tiny_ctc.yaml"), tmp_path, progress=False)

@@ -12,7 +12,7 @@ utterance encodes identically alone or in a batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from asr.config import EncoderConfig
+from asr.errors import ConfigError
 from asr.models.subsampling import build_subsampling
 
 
@@ -52,6 +53,43 @@ class EncoderChunkState:
     left_feats: Tensor | None = None  # (B, factor, F): last feature frames, the subsampling's left context
     forward_states: list[RNNState] = field(default_factory=list)  # per layer, forward direction (1, B, H)
 
+    @property
+    def started(self) -> bool:
+        """False before the first chunk: such streams have no left context and cannot be stacked with others."""
+        return self.left_feats is not None
+
+    @staticmethod
+    def stack(states: Sequence[EncoderChunkState]) -> EncoderChunkState:
+        """Concatenate the states of started streams along the batch dimension, in order."""
+        if not states or not all(s.started for s in states):
+            raise ValueError("only started chunk states can be stacked; encode first chunks as their own batch")
+        left = torch.cat([s.left_feats for s in states if s.left_feats is not None])
+        forward: list[RNNState] = []
+        for layer_states in zip(*(s.forward_states for s in states), strict=True):
+            if isinstance(layer_states[0], tuple):
+                pairs = [s for s in layer_states if isinstance(s, tuple)]
+                forward.append((torch.cat([h for h, _ in pairs], dim=1), torch.cat([c for _, c in pairs], dim=1)))
+            else:
+                forward.append(torch.cat([s for s in layer_states if isinstance(s, Tensor)], dim=1))
+        return EncoderChunkState(left_feats=left, forward_states=forward)
+
+    def split(self) -> list[EncoderChunkState]:
+        """One state per stream of the batch: the inverse of :meth:`stack`."""
+        if self.left_feats is None:
+            raise ValueError("an unstarted chunk state holds no streams to split")
+        return [
+            EncoderChunkState(
+                left_feats=self.left_feats[b : b + 1],
+                forward_states=[_map_state(s, _batch_row(b)) for s in self.forward_states],
+            )
+            for b in range(self.left_feats.size(0))
+        ]
+
+
+def _batch_row(index: int) -> Callable[[Tensor], Tensor]:
+    """Slice one stream out of a ``(directions, B, H)`` state, keeping the batch dimension."""
+    return lambda t: t[:, index : index + 1]
+
 
 def _map_state(state: RNNState, fn: Callable[[Tensor], Tensor]) -> RNNState:
     """Apply ``fn`` to h (and c): the one place that knows LSTM state is a pair."""
@@ -60,11 +98,11 @@ def _map_state(state: RNNState, fn: Callable[[Tensor], Tensor]) -> RNNState:
     return fn(state)
 
 
-def _chunk_initial_state(carried: RNNState, layer: nn.RNNBase, batch: int) -> RNNState:
+def _chunk_initial_state(carried: RNNState, bidirectional: bool, batch: int) -> RNNState:
     """Initial state for the doubled batch of ``forward_chunk``: carried forward direction, zero backward."""
 
     def build(t: Tensor) -> Tensor:  # t: (1, B, H) -> (directions, 2B, H)
-        if layer.bidirectional:
+        if bidirectional:
             t = torch.cat([t, torch.zeros_like(t)])
         return torch.cat([t, t], dim=1)
 
@@ -83,6 +121,11 @@ class RNNEncoder(nn.Module):
         super().__init__()
         if cfg.num_layers < 1 or cfg.hidden_size < 1:
             raise ValueError(f"encoder needs num_layers >= 1 and hidden_size >= 1, got {cfg}")
+        low, high = cfg.chunk_train_frames
+        if not 1 <= low <= high:
+            raise ConfigError(
+                f"model.encoder.chunk_train_frames must be [low, high] with 1 <= low <= high, got {low}, {high}"
+            )
         self.cfg = cfg
         directions = 2 if cfg.bidirectional else 1
         layer_out = cfg.hidden_size * directions
@@ -110,10 +153,19 @@ class RNNEncoder(nn.Module):
         return self.cfg.subsampling_factor
 
     def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
-        """Encode a padded batch; output frames at or past ``enc_lens`` are 0."""
+        """Encode a padded batch; output frames at or past ``enc_lens`` are 0.
+
+        In training, with probability ``chunk_train_prob`` the batch is encoded latency-controlled
+        (see :meth:`_forward_chunked`), otherwise with full context; evaluation is always full context.
+        """
         if feats.size(0) == 0 or int(feat_lens.min()) < 1:
             raise ValueError("every utterance needs at least one feature frame")
         x, enc_lens = self.subsampling(feats, feat_lens)  # (B, T', H)
+        chunked = self.training and self.cfg.bidirectional and self.cfg.chunk_train_prob > 0.0
+        if chunked and float(torch.rand(())) < self.cfg.chunk_train_prob:
+            low, high = self.cfg.chunk_train_frames
+            chunk_frames = int(torch.randint(low, high + 1, ()))
+            return self._forward_chunked(x, enc_lens, chunk_frames), enc_lens
         packed = pack_padded_sequence(x, enc_lens.cpu(), batch_first=True, enforce_sorted=False)
         for index, rnn in enumerate(self.layers):
             packed, _ = rnn(packed)
@@ -123,6 +175,46 @@ class RNNEncoder(nn.Module):
                     packed = _map_packed(packed, self.projections[index])
         enc, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.size(1))  # (B, T', D)
         return enc, enc_lens
+
+    def _forward_chunked(self, x: Tensor, enc_lens: Tensor, chunk_frames: int) -> Tensor:
+        """LC-BLSTM training pass over subsampled ``x (B, T', H)``, in parallel over chunks.
+
+        ``chunk_frames`` and the configured right context are feature frames, rounded up to
+        encoder frames. Per layer, the forward direction runs over the whole sequence (what
+        carrying its state across chunks computes) and the backward direction over each chunk
+        plus its right context from a zero state, all chunks as one batch. With one layer this
+        equals :meth:`forward_chunk` exactly; above it, the look-ahead frames a layer sees were
+        themselves encoded with their own chunk's look-ahead rather than the current one's, a
+        small mismatch accepted to avoid a Python loop over chunks. Each layer runs both
+        directions twice (one half of each run is discarded), so a chunked batch costs about
+        twice a full-context one.
+        """
+        factor = self.subsampling_factor
+        chunk = max(1, -(-chunk_frames // factor))
+        right = -(-self.cfg.chunk_right_context_frames // factor)
+        batch, num_frames, _ = x.shape
+        num_chunks = -(-num_frames // chunk)
+        hidden = self.cfg.hidden_size
+        starts = torch.arange(num_chunks, device=enc_lens.device) * chunk  # (K,)
+        segment_lens = (enc_lens[:, None] - starts[None]).clamp(0, chunk + right).flatten()  # (B·K,)
+        valid = (torch.arange(num_frames, device=x.device) < enc_lens[:, None].to(x.device))[:, :, None]
+        for index, layer in enumerate(self.layers):
+            packed = pack_padded_sequence(x, enc_lens.cpu(), batch_first=True, enforce_sorted=False)
+            full, _ = pad_packed_sequence(layer(packed)[0], batch_first=True, total_length=num_frames)
+            padded = nn.functional.pad(x, (0, 0, 0, num_chunks * chunk + right - num_frames))
+            segments = padded.unfold(1, chunk + right, chunk).transpose(2, 3)  # (B, K, chunk + right, H_in)
+            segments = segments.reshape(batch * num_chunks, chunk + right, -1)
+            packed = pack_padded_sequence(
+                segments, segment_lens.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+            )
+            seg_out, _ = pad_packed_sequence(layer(packed)[0], batch_first=True, total_length=chunk + right)
+            backward = seg_out[:, :chunk, hidden:].reshape(batch, num_chunks * chunk, hidden)[:, :num_frames]
+            x = torch.cat([full[..., :hidden], backward], dim=-1) * valid  # (B, T', 2H)
+            if index < len(self.layers) - 1:
+                x = self.dropout(x)
+                if self.projections:
+                    x = self.projections[index](x)
+        return x
 
     def forward_chunk(
         self, feats: Tensor, right_feats: Tensor, state: EncoderChunkState
@@ -152,8 +244,9 @@ class RNNEncoder(nn.Module):
         lens = torch.tensor([x.size(1)] * batch + [num_out] * batch)
         new_states: list[RNNState] = []
         for index, layer in enumerate(self.layers):
-            assert isinstance(layer, nn.RNNBase)
-            initial = _chunk_initial_state(state.forward_states[index], layer, batch) if state.forward_states else None
+            bidirectional = bool(layer.bidirectional)  # nn.RNNBase, or its dynamic-int8 twin
+            carried = state.forward_states
+            initial = _chunk_initial_state(carried[index], bidirectional, batch) if carried else None
             packed = pack_padded_sequence(torch.cat([x, x]), lens, batch_first=True, enforce_sorted=False)
             packed, final = layer(packed, initial)
             out, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.size(1))  # (2B, frames, D)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +104,6 @@ def load_entries(paths: Sequence[str], cfg: ExperimentConfig, *, training: bool)
 def _autocast(device: torch.device, precision: str) -> Any:
     if precision == "fp32":
         return nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("training.precision fp16 needs a GPU; use bf16 or fp32 on CPU")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -128,6 +127,8 @@ class Trainer:
             torch.set_num_threads(cfg.training.threads)
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.training.device)
+        if cfg.training.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("training.precision fp16 needs a GPU; use bf16 or fp32 on CPU")
         self.dist = _init_distributed(self.device)
         if not cfg.data.train_manifests:
             raise ConfigError("data.train_manifests is empty; give at least one training manifest")
@@ -312,6 +313,19 @@ class Trainer:
         with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         log.debug("%s", record)
+        if self._tensorboard is not None:
+            for key, value in record.items():
+                if key not in ("time", "step", "epoch") and isinstance(value, (int, float)):
+                    self._tensorboard.add_scalar(key, value, self.step)
+
+    @cached_property
+    def _tensorboard(self) -> Any:
+        """A SummaryWriter into the run folder when tensorboard is installed (optional), else None."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
 
     def _evaluate(self) -> tuple[float, float] | None:
         if not self.dev_entries:

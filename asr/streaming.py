@@ -1,0 +1,389 @@
+"""Streaming recognition: PCM chunks in, partial and final transcripts out, utterance after utterance.
+
+The encoder is a latency-controlled BiLSTM (Zhang et al. 2016): the forward direction carries
+its state from chunk to chunk, the backward direction sees each chunk plus ``right_context_ms``
+of look-ahead (:meth:`RNNEncoder.forward_chunk`). Features are computed exactly as offline: a
+session keeps the waveform from the start of the next frame's window, turns whole frames into
+log-mels, applies the global CMVN and feeds the encoder whole chunks (multiples of the
+subsampling factor). The CTC posteriors of each chunk advance the same search object offline
+decoding uses (E4); partials come from its current n-best, finals from ``finalize`` (optionally
+attention-rescored, two-pass). An utterance ends when the best path has been blank for
+``endpoint_silence_ms``; the encoder and search then restart, so hours of audio keep memory flat.
+
+Times are seconds from the start of the stream. :func:`step_batch` advances many sessions with
+one encoder forward (states stacked and split), which is what the server's batcher calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from asr.config import SearchConfig
+from asr.decoding.boosting import PhraseBooster
+from asr.decoding.ctc_greedy import ctc_greedy_search
+from asr.decoding.ctc_prefix_beam import CTCPrefixBeamSearch
+from asr.decoding.hypothesis import NBest
+from asr.decoding.rescoring import attention_rescore
+from asr.decoding.timestamps import word_timings
+from asr.errors import AudioError, ConfigError
+from asr.inference import Alternative, Recognizer, Transcript, Word
+from asr.models.encoder import EncoderChunkState
+
+STREAMABLE_METHODS = ("ctc_greedy", "ctc_prefix_beam")  # frame-synchronous searches can emit partials
+
+
+@dataclass(frozen=True)
+class StreamingOptions:
+    chunk_ms: int = 320  # encoder chunk (multiple of hop × subsampling); algorithmic latency = chunk + right context
+    right_context_ms: int = 160  # look-ahead of the backward direction (LC-BLSTM)
+    interim_results: bool = True  # emit partials
+    endpoint_silence_ms: int = 800  # trailing blank that ends an utterance (0 = never; only finish() finalises)
+    max_utterance_s: float = 30.0  # force a final after this much audio in one utterance (bounds memory)
+    rescore: bool = False  # attention rescoring of the final (two-pass), when the model has a decoder
+    search: SearchConfig | None = None  # None: the recognizer's default; ctc_greedy or ctc_prefix_beam
+
+
+@dataclass(frozen=True)
+class StreamingResult:
+    transcript: Transcript  # words carry stream times
+    is_final: bool
+    stability: float  # [0, 1]: estimated probability the partial will not change (1.0 for finals)
+    start_s: float  # utterance start (stream time)
+    end_s: float  # audio processed so far in this utterance
+    utterance_index: int  # 0, 1, 2 ... utterances in this stream
+
+
+class _UtteranceSearch:
+    """The current utterance's CTC search behind one ``accept / partial / final`` surface.
+
+    Prefix beam keeps its whole beam (``nbest = beam_size``): the beam's spread gives the
+    partial's stability and rescoring needs the n-best. Greedy keeps the utterance's posteriors
+    (bounded by ``max_utterance_s``) and re-runs the argmax, so it equals offline greedy exactly.
+    """
+
+    def __init__(self, cfg: SearchConfig, recognizer: Recognizer) -> None:
+        self.cfg = cfg
+        self._beam: CTCPrefixBeamSearch | None = None
+        if cfg.method == "ctc_prefix_beam":
+            boost = recognizer.boost_ids(cfg)
+            self._beam = CTCPrefixBeamSearch(
+                replace(cfg, nbest=max(cfg.beam_size, cfg.nbest)),
+                pieces=recognizer.pieces,
+                lm=recognizer.lm(cfg.lm_path) if cfg.lm_weight != 0.0 else None,
+                boost=PhraseBooster(boost) if boost else None,
+            )
+        self._chunks: list[Tensor] = []
+
+    def reset(self) -> None:
+        if self._beam is not None:
+            self._beam.reset()
+        self._chunks = []
+
+    def accept(self, log_probs: Tensor) -> None:
+        """Advance over ``log_probs (T', V)`` of one chunk."""
+        if self._beam is not None:
+            self._beam.accept(log_probs)
+        else:
+            self._chunks.append(log_probs)
+
+    def partial(self) -> NBest:
+        if self._beam is not None:
+            return self._beam.partial()
+        return self._greedy()
+
+    def final(self) -> NBest:
+        if self._beam is not None:
+            return self._beam.finalize()
+        return self._greedy()
+
+    def stability(self, nbest: NBest) -> float:
+        """Posterior share of the best prefix within the beam (greedy: the path's confidence)."""
+        if not nbest.hypotheses:
+            return 0.0
+        if self._beam is None:
+            return nbest.best.confidence
+        scores = torch.tensor([h.score for h in nbest.hypotheses], dtype=torch.float64)
+        return float(torch.exp(scores[0] - torch.logsumexp(scores, dim=0)))
+
+    def _greedy(self) -> NBest:
+        if not self._chunks:
+            return NBest([])
+        return ctc_greedy_search(torch.cat(self._chunks), blank_id=self.cfg.blank_id)
+
+
+def _resolve_search(recognizer: Recognizer, search: SearchConfig | None) -> SearchConfig:
+    """An explicit search must be streamable; a non-streamable default falls back to prefix beam."""
+    if search is not None:
+        if search.method not in STREAMABLE_METHODS:
+            raise ConfigError(
+                f"streaming search method must be one of {', '.join(STREAMABLE_METHODS)}, got {search.method!r}; "
+                "use StreamingOptions.rescore for two-pass attention rescoring of finals"
+            )
+        return search
+    cfg = recognizer.search_config
+    return cfg if cfg.method in STREAMABLE_METHODS else replace(cfg, method="ctc_prefix_beam")
+
+
+class StreamingSession:
+    """One audio stream: ``push`` PCM, step (``accept`` or :func:`step_batch`), read results; ``finish``.
+
+    State kept between calls is bounded: the waveform tail of the next frame's window plus
+    unread samples, at most one chunk plus right context of features, the encoder's carried
+    state, and the current utterance's search (capped by ``max_utterance_s``).
+    """
+
+    _samples: np.ndarray  # float32 (N,): unread samples from _sample_pos on
+    _sample_pos: int  # samples before this index are no longer needed
+    _total_samples: int
+    _pending: Tensor  # (T, F) normalised features not yet encoded
+    _frames_consumed: int  # feature frames of the stream the encoder has consumed
+    _utterance_index: int
+    _utterance_start_frame: int
+    _closed: bool
+    _enc_state: EncoderChunkState
+    _enc_chunks: list[Tensor]  # (1, T'_c, D) per chunk, for two-pass rescoring only
+    _trailing_blank: int  # encoder frames whose best label is blank, at the end of the utterance
+    _last_partial: str
+
+    def __init__(self, recognizer: Recognizer, options: StreamingOptions | None = None) -> None:
+        self.recognizer = recognizer
+        self.options = options or StreamingOptions()
+        frontend = recognizer.frontend
+        self._hop, self._win, self._rate = frontend.hop_length, frontend.win_length, recognizer.sample_rate
+        factor = recognizer.model.subsampling_factor
+        self.chunk_frames = _chunk_frames(self.options.chunk_ms, self._rate, self._hop, factor)
+        if self.options.right_context_ms < 0 or self.options.endpoint_silence_ms < 0:
+            raise ConfigError("streaming right_context_ms and endpoint_silence_ms must be >= 0")
+        if self.options.max_utterance_s <= 0:
+            raise ConfigError(f"streaming max_utterance_s must be > 0, got {self.options.max_utterance_s}")
+        self.right_frames = math.ceil(self.options.right_context_ms * self._rate / 1000 / self._hop)
+        self.search_config = _resolve_search(recognizer, self.options.search)
+        self._rescore = self.options.rescore and recognizer.model.decoder is not None
+        self._search = _UtteranceSearch(self.search_config, recognizer)
+        self.reset()
+
+    # ------------------------------------------------------------------------ public surface
+    def push(self, samples: np.ndarray) -> None:
+        """Buffer float32 mono samples at the recognizer's rate; any size, no compute."""
+        if self._closed:
+            raise RuntimeError("push on a finished stream; call reset() to start a new one")
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise AudioError(f"streaming audio must be 1-D mono samples, got shape {samples.shape}")
+        if not np.all(np.isfinite(samples)):
+            raise AudioError("streaming audio contains NaN or infinite samples")
+        self._samples = np.concatenate([self._samples[self._sample_pos :], samples])
+        self._sample_pos = 0
+        self._total_samples += len(samples)
+
+    def ready(self) -> bool:
+        """True when a full chunk plus its right context can be encoded."""
+        return (
+            not self._closed and len(self._pending) + self._frames_in_buffer() >= self.chunk_frames + self.right_frames
+        )
+
+    def accept(self, samples: np.ndarray) -> list[StreamingResult]:
+        """Push, then step until not ready (the single-session path)."""
+        self.push(samples)
+        results: list[StreamingResult] = []
+        while self.ready():
+            results.extend(step_batch([self])[0])
+        return results
+
+    @torch.inference_mode()
+    def finish(self) -> list[StreamingResult]:
+        """End of stream: encode what is left with whatever look-ahead exists, emit the final result(s)."""
+        if self._closed:
+            return []
+        results: list[StreamingResult] = []
+        while self.ready():
+            results.extend(step_batch([self])[0])
+        _compute_features([self], len(self._pending) + self._frames_in_buffer())
+        if self._total_samples and self._frames_consumed == 0 and len(self._pending) == 0:
+            _compute_features([self], 1, pad_short=True)  # shorter than one window: one padded frame, as offline
+        while len(self._pending):
+            size = min(self.chunk_frames, len(self._pending))
+            results.extend(_encode_group([self], size, started=self._enc_state.started)[0])
+        if self._search.final().best.tokens:
+            results.append(self._final(end_s=self.audio_seconds))
+        self._closed = True
+        return results
+
+    def reset(self) -> None:
+        """Forget everything and start a new stream at time 0."""
+        self._samples = np.zeros(0, dtype=np.float32)
+        self._sample_pos = 0
+        self._total_samples = 0
+        self._pending = torch.zeros(0, self.recognizer.frontend.num_mels, device=self.recognizer.device)
+        self._frames_consumed = 0
+        self._utterance_index = 0
+        self._closed = False
+        self._start_utterance()
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio pushed since the stream started."""
+        return self._total_samples / self._rate
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---------------------------------------------------------------------------- internals
+    def _frames_in_buffer(self) -> int:
+        """Whole feature frames the unread samples hold (a frame needs its full window)."""
+        available = len(self._samples) - self._sample_pos
+        return 0 if available < self._win else (available - self._win) // self._hop + 1
+
+    def _start_utterance(self) -> None:
+        self._utterance_start_frame = self._frames_consumed
+        self._enc_state = EncoderChunkState()
+        self._search.reset()
+        self._enc_chunks = []
+        self._trailing_blank = 0
+        self._last_partial = ""
+
+    def _seconds(self, feature_frames: int) -> float:
+        return feature_frames * self._hop / self._rate
+
+    def _advance(self, enc: Tensor, log_probs: Tensor, state: EncoderChunkState, frames: int) -> list[StreamingResult]:
+        """Consume ``frames`` encoded feature frames: ``enc (1, T'_c, D)``, ``log_probs (T'_c, V)``."""
+        self._pending = self._pending[frames:]
+        self._frames_consumed += frames
+        self._enc_state = state
+        if self._rescore:
+            self._enc_chunks.append(enc)
+        self._search.accept(log_probs)
+        for is_blank in (log_probs.argmax(dim=-1) == self.search_config.blank_id).tolist():
+            self._trailing_blank = self._trailing_blank + 1 if is_blank else 0
+        nbest = self._search.partial()
+        speech = bool(nbest.best.tokens)
+        silence_ms = self._trailing_blank * self.recognizer.frame_shift_s * 1000
+        endpoint = 0 < self.options.endpoint_silence_ms <= silence_ms
+        too_long = self._seconds(self._frames_consumed - self._utterance_start_frame) >= self.options.max_utterance_s
+        if speech and (endpoint or too_long):
+            return [self._final(end_s=self._seconds(self._frames_consumed))]
+        if not speech and (endpoint or too_long):
+            self._start_utterance()  # nothing said: move the utterance start past the silence
+            return []
+        text = self.recognizer.tokenizer.decode(nbest.best.tokens)
+        if not self.options.interim_results or not text or text == self._last_partial:
+            return []
+        self._last_partial = text
+        start_s, end_s = self._seconds(self._utterance_start_frame), self._seconds(self._frames_consumed)
+        transcript = self._transcript(nbest, start_s, end_s)
+        return [
+            StreamingResult(transcript, False, self._search.stability(nbest), start_s, end_s, self._utterance_index)
+        ]
+
+    def _final(self, end_s: float) -> StreamingResult:
+        nbest = self._search.final()
+        decoder = self.recognizer.model.decoder
+        if self._rescore and decoder is not None and self._enc_chunks:
+            enc = torch.cat(self._enc_chunks, dim=1)  # (1, T', D)
+            lens = torch.tensor([enc.size(1)], device=enc.device)
+            cfg = self.search_config
+            nbest = attention_rescore(nbest, decoder, enc, lens, ctc_weight=cfg.ctc_weight, eos_id=cfg.eos_id)
+        start_s = self._seconds(self._utterance_start_frame)
+        result = StreamingResult(
+            self._transcript(nbest, start_s, end_s), True, 1.0, start_s, end_s, self._utterance_index
+        )
+        self._utterance_index += 1
+        self._start_utterance()
+        return result
+
+    def _transcript(self, nbest: NBest, start_s: float, end_s: float) -> Transcript:
+        """The top ``nbest`` hypotheses as a Transcript whose word times are shifted into stream time."""
+        duration = end_s - start_s
+        recognizer = self.recognizer
+        alternatives = []
+        for hyp in nbest.hypotheses[: self.search_config.nbest]:
+            words = tuple(
+                Word(w.word, round(start_s + w.start_s, 3), round(start_s + min(w.end_s, duration), 3), w.confidence)
+                for w in word_timings(hyp, recognizer.pieces, recognizer.frame_shift_s)
+            )
+            text = recognizer.tokenizer.decode(hyp.tokens)
+            alternatives.append(Alternative(text, float(hyp.confidence), float(hyp.score), words))
+        return Transcript(alternatives=tuple(alternatives), duration_s=duration)
+
+
+def _chunk_frames(chunk_ms: int, sample_rate: int, hop: int, factor: int) -> int:
+    """Feature frames per chunk; ConfigError unless ``chunk_ms`` is a positive multiple of hop × factor."""
+    step_ms = 1000 * hop * factor / sample_rate
+    samples = chunk_ms * sample_rate / 1000
+    if chunk_ms <= 0 or samples % (hop * factor):
+        raise ConfigError(f"streaming chunk_ms must be a positive multiple of {step_ms:g} ms, got {chunk_ms}")
+    return int(samples) // hop
+
+
+def _compute_features(sessions: Sequence[StreamingSession], wanted: int, *, pad_short: bool = False) -> None:
+    """Top up each session's pending features to ``wanted`` frames, one frontend pass for all.
+
+    Frame ``t`` of a session uses samples ``[t·hop, t·hop + win)``, so after computing ``k``
+    frames the first ``k·hop`` unread samples are done with. ``pad_short`` turns a buffer
+    shorter than one window into one zero-padded frame, as the offline frontend does.
+    """
+    todo = []
+    for session in sessions:
+        count = 1 if pad_short else min(session._frames_in_buffer(), wanted - len(session._pending))
+        if count > 0:
+            todo.append((session, count))
+    if not todo:
+        return
+    recognizer = todo[0][0].recognizer
+    waves = []
+    for session, count in todo:
+        end = session._sample_pos + (count - 1) * session._hop + session._win
+        waves.append(session._samples[session._sample_pos : end])
+    lens = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    batch = torch.zeros(len(waves), int(lens.max()))
+    for b, wave in enumerate(waves):
+        batch[b, : len(wave)] = torch.from_numpy(wave)
+    batch, lens = batch.to(recognizer.device), lens.to(recognizer.device)
+    feats, feat_lens = recognizer.frontend(batch, lens)
+    feats = recognizer.cmvn(feats, feat_lens)  # (B, T, F)
+    for b, (session, count) in enumerate(todo):
+        session._pending = torch.cat([session._pending, feats[b, :count]])
+        session._sample_pos = min(len(session._samples), session._sample_pos + count * session._hop)
+
+
+def _encode_group(sessions: Sequence[StreamingSession], size: int, *, started: bool) -> list[list[StreamingResult]]:
+    """Encode ``size`` pending frames of every session (plus right context) in one forward pass."""
+    first = sessions[0]
+    right = min(first.right_frames, min(len(s._pending) for s in sessions) - size)
+    feats = torch.stack([s._pending[:size] for s in sessions])  # (B, size, F)
+    right_feats = torch.stack([s._pending[size : size + right] for s in sessions])  # (B, right, F)
+    state = EncoderChunkState.stack([s._enc_state for s in sessions]) if started else EncoderChunkState()
+    model = first.recognizer.model
+    enc, new_state = model.encoder.forward_chunk(feats, right_feats, state)  # (B, T'_c, D)
+    log_probs = model.ctc_log_probs(enc).float().cpu()  # (B, T'_c, V)
+    states = new_state.split()
+    return [s._advance(enc[b : b + 1], log_probs[b], states[b], size) for b, s in enumerate(sessions)]
+
+
+@torch.inference_mode()
+def step_batch(sessions: Sequence[StreamingSession]) -> list[list[StreamingResult]]:
+    """Encode one chunk of every ready session; results per session, in order (empty if not ready).
+
+    Sessions are grouped by recognizer and chunk/right-context sizes, and by whether their
+    utterance has started (a first chunk has no left context, so it cannot share a stacked
+    state): in steady state that is one frontend pass and one encoder forward for all.
+    """
+    results: list[list[StreamingResult]] = [[] for _ in sessions]
+    groups: dict[tuple[int, int, int, bool], list[int]] = {}
+    for i, session in enumerate(sessions):
+        if session.ready():
+            key = (id(session.recognizer), session.chunk_frames, session.right_frames, session._enc_state.started)
+            groups.setdefault(key, []).append(i)
+    for (_, chunk, right, started), indices in groups.items():
+        group = [sessions[i] for i in indices]
+        _compute_features(group, chunk + right)
+        for i, out in zip(indices, _encode_group(group, chunk, started=started), strict=True):
+            results[i] = out
+    return results
