@@ -1,0 +1,163 @@
+"""Dynamic batching: one worker thread owns the model and merges concurrent work into forward passes.
+
+Recognize requests with identical search settings run as one :meth:`Recognizer.transcribe_batch`;
+stream chunk steps run as one :func:`asr.streaming.step_batch`. The worker takes the first queued
+item, waits up to ``max_batch_delay_ms`` for up to ``max_batch_size`` items, groups them and runs
+each group. The model never runs on the event loop, and only this thread touches it, so the
+GPU (or the CPU threads) see one stream of large batches instead of contending small ones.
+Results travel back as :class:`concurrent.futures.Future`, which asyncio awaits through
+:func:`asyncio.wrap_future`; cancelling the awaiting task (a client deadline) cancels the future,
+and the worker skips cancelled items.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from asr.config import SearchConfig
+from asr.errors import AsrError, LimitExceeded
+from asr.inference import Recognizer, Transcript
+from asr.streaming import StreamingResult, StreamingSession, step_batch
+from server.metrics import ServerMetrics
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["recognize", "step", "finish"]
+
+
+@dataclass
+class _Item:
+    kind: Kind
+    future: Future[Any]
+    waveform: np.ndarray | None = None  # recognize: float32 (N,) at the model rate
+    search: SearchConfig | None = None  # recognize: the request's settings (None = model default)
+    session: StreamingSession | None = None  # step / finish
+    group: tuple[Any, ...] = field(default=())  # items with equal keys share a forward pass
+
+
+class DynamicBatcher:
+    """Bounded queue + one model thread; ``submit_*`` are safe to call from any thread."""
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        *,
+        max_batch_size: int,
+        max_batch_delay_ms: float,
+        max_queue_size: int,
+        metrics: ServerMetrics,
+    ) -> None:
+        self._recognizer = recognizer
+        self._max_batch_size = max_batch_size
+        self._max_delay_s = max_batch_delay_ms / 1000.0
+        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_queue_size)
+        self._metrics = metrics
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="asr-batcher", daemon=True)
+        self._thread.start()
+
+    def submit_recognize(self, waveform: np.ndarray, search: SearchConfig | None) -> Future[Transcript]:
+        """Queue one utterance (float32 (N,) at the model rate) for a batched transcribe."""
+        return self._put(_Item("recognize", Future(), waveform=waveform, search=search, group=("r", search)))
+
+    def submit_step(self, session: StreamingSession) -> Future[list[StreamingResult]]:
+        """Queue one chunk step of a ready session; resolves to that session's new results."""
+        return self._put(_Item("step", Future(), session=session, group=("s",)))
+
+    def submit_finish(self, session: StreamingSession) -> Future[list[StreamingResult]]:
+        """Queue the end-of-stream flush of a session (it runs the model too, so on this thread)."""
+        return self._put(_Item("finish", Future(), session=session, group=("f", id(session))))
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Stop after the queued work is done (already-queued futures still resolve)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    def _put(self, item: _Item) -> Future[Any]:
+        if self._closed:
+            raise LimitExceeded("the server is shutting down; retry on another replica")
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            raise LimitExceeded(
+                f"the server is at capacity ({self._queue.maxsize} forward passes queued); retry with backoff"
+            ) from None
+        self._metrics.queue_depth.set(self._queue.qsize())
+        return item.future
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            items = [first]
+            deadline = time.monotonic() + self._max_delay_s
+            while len(items) < self._max_batch_size:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                items.append(item)
+            self._metrics.queue_depth.set(self._queue.qsize())
+            self._process(items)
+
+    def _process(self, items: Sequence[_Item]) -> None:
+        groups: dict[tuple[Any, ...], list[_Item]] = defaultdict(list)
+        for item in items:
+            if item.future.set_running_or_notify_cancel():  # False: the caller gave up (deadline, cancel)
+                groups[item.group].append(item)
+        for group in groups.values():
+            kind = group[0].kind
+            self._metrics.batch_size.labels(kind).observe(len(group))
+            if kind == "recognize":
+                self._run_group(group, self._recognize, isolate=True)
+            elif kind == "step":
+                self._run_group(group, self._step, isolate=False)
+            else:
+                self._run_group(group, lambda g: [g[0].session.finish()], isolate=False)  # type: ignore[union-attr]
+
+    def _recognize(self, group: Sequence[_Item]) -> list[Any]:
+        waveforms = [item.waveform for item in group]
+        return list(self._recognizer.transcribe_batch(waveforms, group[0].search))  # type: ignore[arg-type]
+
+    def _step(self, group: Sequence[_Item]) -> list[Any]:
+        return list(step_batch([item.session for item in group]))  # type: ignore[misc]
+
+    def _run_group(self, group: Sequence[_Item], run: Callable[[Sequence[_Item]], list[Any]], *, isolate: bool) -> None:
+        """Run ``group`` as one batch and resolve its futures.
+
+        With ``isolate``, a failed batch is retried one by one so each caller gets its own error: a
+        bad boost phrase in one request must not fail the 31 good requests batched with it. Stream
+        steps are not retried, because a failed step may already have advanced some sessions.
+        """
+        try:
+            results = run(group)
+        except Exception as exc:
+            if isolate and len(group) > 1:
+                for item in group:
+                    self._run_group([item], run, isolate=False)
+                return
+            if not isinstance(exc, AsrError):
+                logger.exception("model call failed (%s batch of %d)", group[0].kind, len(group))
+            for item in group:
+                item.future.set_exception(exc)
+            return
+        for item, result in zip(group, results):
+            item.future.set_result(result)
