@@ -1,5 +1,6 @@
 """Python client for the asr.v1 speech recognition service (no torch, no model code)."""
 
+from client.aio import AsyncAsrClient
 from client.client import AsrClient, RecognitionError, TlsConfig
 from client.types import (
     Alternative,
@@ -14,6 +15,7 @@ from client.types import (
 __all__ = [
     "Alternative",
     "AsrClient",
+    "AsyncAsrClient",
     "ModelInfo",
     "RecognitionError",
     "RecognitionOptions",

@@ -72,6 +72,27 @@ def _service_config(max_attempts: int, initial_backoff_s: float) -> str:
     return json.dumps(config)
 
 
+def channel_options(
+    target: str | Sequence[str],
+    tls: TlsConfig | None,
+    max_attempts: int,
+    initial_backoff_s: float,
+    max_message_bytes: int,
+) -> tuple[str, list[tuple[str, Any]]]:
+    """(gRPC target, channel options) shared by the sync and asyncio clients."""
+    targets = [target] if isinstance(target, str) else list(target)
+    address = targets[0] if len(targets) == 1 else "ipv4:" + ",".join(targets)
+    options: list[tuple[str, Any]] = [
+        ("grpc.service_config", _service_config(max_attempts, initial_backoff_s)),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    if tls is not None and tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return address, options
+
+
 class AsrClient:
     """``with AsrClient("localhost:50051", token=...) as c: c.transcribe("a.wav").text``.
 
@@ -91,16 +112,7 @@ class AsrClient:
         initial_backoff_s: float = 0.2,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        targets = [target] if isinstance(target, str) else list(target)
-        address = targets[0] if len(targets) == 1 else "ipv4:" + ",".join(targets)
-        options = [
-            ("grpc.service_config", _service_config(max_attempts, initial_backoff_s)),
-            ("grpc.enable_retries", 1),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-        ]
-        if tls is not None and tls.server_name:
-            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        address, options = channel_options(target, tls, max_attempts, initial_backoff_s, max_message_bytes)
         self._channel = (
             grpc.secure_channel(address, tls.credentials(), options)
             if tls is not None
