@@ -22,6 +22,7 @@ from asr.errors import ConfigError
 from asr.inference import Recognizer
 from protos import asr_service_pb2 as pb
 from protos import asr_service_pb2_grpc as pb_grpc
+from server import compat_google, compat_riva
 from server.batcher import DynamicBatcher
 from server.config import ServerConfig
 from server.interceptors import AuthInterceptor, ErrorInterceptor, ObservabilityInterceptor
@@ -95,9 +96,11 @@ async def build_server(cfg: ServerConfig, recognizer: Recognizer) -> RunningServ
         max_queue_size=cfg.max_queue_size,
         metrics=metrics,
     )
-    pb_grpc.add_RecognizerServicer_to_server(
-        RecognizerServicer(recognizer, batcher, cfg, metrics, model_name(cfg)), server
-    )
+    core = RecognizerServicer(recognizer, batcher, cfg, metrics, model_name(cfg))
+    pb_grpc.add_RecognizerServicer_to_server(core, server)
+    # Drop-in Riva and Google Speech v1 APIs on the same port, through the same servicer and batcher.
+    compat_riva.add_to_server(compat_riva.RivaServicer(core, model_name(cfg), recognizer.sample_rate), server)
+    compat_google.add_to_server(compat_google.SpeechServicer(core), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if cfg.reflection:
@@ -110,7 +113,7 @@ async def build_server(cfg: ServerConfig, recognizer: Recognizer) -> RunningServ
         raise ConfigError(f"cannot listen on {address}; is the port in use?")
     metrics_port = metrics.serve_http(cfg.metrics_host, cfg.metrics_port) if cfg.metrics_port >= 0 else None
     await server.start()
-    for service in ("", SERVICE_NAME):
+    for service in ("", SERVICE_NAME, compat_riva.SERVICE_NAME, compat_google.SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info(
         "serving %s on port %d (metrics %s, tls %s, auth %s)",

@@ -1,0 +1,30 @@
+"""Message classes of the Riva ASR and Google Cloud Speech v1 APIs, from ``compat_pb2``'s descriptor set.
+
+They live in a private descriptor pool rather than protobuf's default one, so the server needs
+neither client package at run time, and a process that also imports ``riva.client`` or
+``google.cloud.speech`` (the compat tests do) gets no duplicate-symbol clash. Messages from this
+pool are wire-compatible with the clients' own: only the Python classes differ.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from protos.compat_pb2 import FILE_DESCRIPTOR_SET
+
+
+@cache
+def _pool() -> descriptor_pool.DescriptorPool:
+    pool = descriptor_pool.DescriptorPool()
+    for file in descriptor_pb2.FileDescriptorSet.FromString(FILE_DESCRIPTOR_SET).file:
+        pool.Add(file)  # dependencies come first in the set
+    return pool
+
+
+@cache
+def message_class(full_name: str) -> Any:
+    """The class of e.g. ``"nvidia.riva.asr.RecognizeRequest"``; KeyError for a name not in the set."""
+    return message_factory.GetMessageClass(_pool().FindMessageTypeByName(full_name))
