@@ -138,8 +138,13 @@ class Trainer:
         self.dev_entries = load_entries(cfg.data.dev_manifests, cfg, training=False)
 
         if init is not None:
-            self.bundle = init
-            self.bundle.config = cfg
+            # Rebuild from ``cfg`` so config changes that keep the architecture (dropout, chunked
+            # LC-BLSTM training) take effect; modules read their config when they are built.
+            self.bundle = build_bundle(cfg, init.tokenizer, init.cmvn)
+            try:
+                self.bundle.model.load_state_dict(init.model.state_dict())
+            except RuntimeError as exc:
+                raise ConfigError(f"the overrides change the model's architecture; weights do not fit: {exc}") from exc
         else:
             tokenizer = build_tokenizer(cfg.tokenizer, (e.text for e in self.train_entries))
             self.bundle = build_bundle(cfg, tokenizer)
