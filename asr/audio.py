@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,7 @@ _CONVERT_HINT = "convert it to 16-bit WAV or FLAC (e.g. `ffmpeg -i in.m4a -ac 1 
 # libsndfile's WAV log reports a short data chunk as "data : 32000 (should be 15978)".
 _SHORT_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 _PCM16_SCALE = 32768.0  # int16 full scale, so samples land in [-1, 1)
+_MAX_KERNEL_RATIO = 2000  # 48000/16000 reduces to 3; 44100/16000 to 441
 
 
 def load_audio(
@@ -95,7 +97,9 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     if orig_sr == target_sr or wav.shape[-1] == 0:
         return wav
     torchaudio = _torchaudio()
-    if torchaudio is not None:
+    # torchaudio's kernel is (target / gcd) × (orig / gcd) taps: gigabytes for coprime rates such as
+    # 44101 → 16000 (a client may declare any LINEAR16 rate); soxr handles those in constant memory.
+    if torchaudio is not None and max(orig_sr, target_sr) // math.gcd(orig_sr, target_sr) <= _MAX_KERNEL_RATIO:
         import torch
 
         out = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(wav)), orig_sr, target_sr)
@@ -103,6 +107,16 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     import librosa
 
     return np.asarray(librosa.resample(wav, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq"), np.float32)
+
+
+def probe_audio(data: bytes) -> tuple[int, float]:
+    """(native sample rate in Hz, duration in seconds) of encoded audio, from its header alone.
+
+    Lets a server refuse a three-hour file that compresses into a small upload (silence in FLAC is
+    a few hundred kB) before decoding it into gigabytes. AudioError when there is no readable header.
+    """
+    info = _read_info(data, _describe(data))
+    return int(info.samplerate), float(info.frames) / max(int(info.samplerate), 1)
 
 
 def audio_duration(path: str | Path) -> float:

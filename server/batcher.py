@@ -99,24 +99,31 @@ class DynamicBatcher:
         return item.future
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                break
-            items = [first]
-            deadline = time.monotonic() + self._max_delay_s
-            while len(items) < self._max_batch_size:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                items.append(item)
-            self._metrics.queue_depth.set(self._queue.qsize())
+        running = True
+        while running:
+            items, running = self._collect()
             self._process(items)
+            # No local may keep the last batch while the queue is idle: a cancelled stream's session
+            # (and a request's waveform) must be freed when its call ends, not when the next one comes.
+            del items
+
+    def _collect(self) -> tuple[list[_Item], bool]:
+        """The next batch (waiting up to the batch delay for company) and whether to keep running."""
+        first = self._queue.get()
+        if first is None:
+            return [], False
+        items = [first]
+        deadline = time.monotonic() + self._max_delay_s
+        while len(items) < self._max_batch_size:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is None:
+                return items, False
+            items.append(item)
+        self._metrics.queue_depth.set(self._queue.qsize())
+        return items, True
 
     def _process(self, items: Sequence[_Item]) -> None:
         groups: dict[tuple[Any, ...], list[_Item]] = defaultdict(list)

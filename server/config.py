@@ -41,6 +41,13 @@ class ServerConfig:
     max_audio_s: float = 600.0  # Recognize: longer audio is refused
     max_stream_s: float = 3600.0  # StreamingRecognize: a stream is cut after this much audio
     max_concurrent_streams: int = 256  # open StreamingRecognize calls; more are refused
+    # Slow-loris guards: a stream that sends no message for this long is cut (RESOURCE_EXHAUSTED), and
+    # no stream stays open longer than max_stream_s + this in wall time, so trickling a few bytes just
+    # inside the timeout cannot hold a slot for ever. The first message (config) is timed too.
+    stream_idle_timeout_s: float = 30.0
+    # Messages per stream: empty or tiny chunks add no audio, so max_stream_s alone would not bound
+    # them; 100k covers an hour of 40 ms chunks.
+    max_stream_messages: int = 100_000
     max_beam_size: int = 32  # per-request beam_size above this is refused
     max_alternatives: int = 10
     max_phrase_hints: int = 100
@@ -63,10 +70,18 @@ class ServerConfig:
 
     def validate(self) -> ServerConfig:
         """Raise ConfigError on inconsistent values; returns self for chaining."""
-        positive = ("max_batch_size", "max_queue_size", "max_request_bytes", "max_concurrent_streams")
+        positive = (
+            "max_batch_size",
+            "max_queue_size",
+            "max_request_bytes",
+            "max_concurrent_streams",
+            "max_stream_messages",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"server.{name} must be at least 1, got {getattr(self, name)}")
+        if self.stream_idle_timeout_s <= 0:
+            raise ConfigError(f"server.stream_idle_timeout_s must be > 0, got {self.stream_idle_timeout_s}")
         if self.max_batch_delay_ms < 0:
             raise ConfigError(f"server.max_batch_delay_ms must be >= 0, got {self.max_batch_delay_ms}")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

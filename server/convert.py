@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from asr.audio import decode_pcm16, load_audio, resample
+from asr.audio import decode_pcm16, load_audio, probe_audio, resample
 from asr.config import BoostPhrase, SearchConfig
 from asr.errors import AudioError, ConfigError, LimitExceeded
 from asr.inference import Alternative, Transcript
@@ -65,8 +65,8 @@ def _boost(hint: pb.PhraseHint, default_boost: float) -> BoostPhrase:
 def decode_audio(config: pb.RecognitionConfig, audio: bytes, sample_rate: int, max_audio_s: float) -> np.ndarray:
     """Request bytes → float32 mono (N,) at ``sample_rate``; LimitExceeded beyond ``max_audio_s``.
 
-    LINEAR16 is checked before decoding (its duration follows from the byte count); containers
-    are bounded by the message size limit, so decoding them first is cheap enough.
+    Durations are checked before decoding: LINEAR16's follows from the byte count, a container's
+    from its header (a declared ``sample_rate_hz`` must match that header).
     """
     if not audio:
         raise AudioError("the request has no audio; put the file's bytes (or LINEAR16 samples) in `audio`")
@@ -75,6 +75,13 @@ def decode_audio(config: pb.RecognitionConfig, audio: bytes, sample_rate: int, m
         _check_duration(len(audio) / (2 * channels * rate), max_audio_s)
         waveform = decode_pcm16(audio, rate, sample_rate, channels=channels)
     else:
+        native_rate, seconds = probe_audio(audio)
+        if config.sample_rate_hz and config.sample_rate_hz != native_rate:
+            raise ConfigError(
+                f"sample_rate_hz {config.sample_rate_hz} disagrees with the {native_rate} Hz in the audio's "
+                "header; omit sample_rate_hz for wav/flac/ogg/mp3 or declare the header's rate"
+            )
+        _check_duration(seconds, max_audio_s)  # before decoding: a small FLAC can hold hours
         waveform = load_audio(audio, sample_rate)
         _check_duration(len(waveform) / sample_rate, max_audio_s)
     if len(waveform) == 0:

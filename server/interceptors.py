@@ -114,6 +114,9 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
         request_id.set(str(rid))
         context.set_trailing_metadata(((REQUEST_ID_HEADER, str(rid)),))
         name = method.rsplit("/", 1)[-1]
+        # Read the call now: after a client cancels, context.peer() touches a freed call and crashes
+        # the whole process (grpcio 1.85), so nothing below asks the context about the call again.
+        peer, time_left_s = context.peer(), context.time_remaining()
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -122,13 +125,14 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except BaseException:  # CancelledError included: the client went away or its deadline passed
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if context.time_remaining() <= 0 else grpc.StatusCode.CANCELLED
+            expired = time_left_s is not None and time.perf_counter() - start >= time_left_s
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         finally:
             elapsed = time.perf_counter() - start
             self._metrics.requests.labels(name, code.name).inc()
             self._metrics.latency.labels(name).observe(elapsed)
-            fields = {"method": name, "code": code.name, "duration_ms": round(elapsed * 1e3, 1), "peer": context.peer()}
+            fields = {"method": name, "code": code.name, "duration_ms": round(elapsed * 1e3, 1), "peer": peer}
             logger.info("%s %s in %.1f ms", name, code.name, elapsed * 1e3, extra=fields)
 
 

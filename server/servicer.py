@@ -8,6 +8,7 @@ thread so the event loop keeps serving other calls.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -63,7 +64,8 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
     async def StreamingRecognize(
         self, request_iterator: AsyncIterator[pb.StreamingRecognizeRequest], context: aio.ServicerContext
     ) -> AsyncIterator[pb.StreamingRecognizeResponse]:
-        first = await anext(aiter(request_iterator), None)
+        requests = self._guarded(request_iterator)
+        first = await anext(requests, None)
         if first is None or first.WhichOneof("request") != "config":
             raise ConfigError("the first StreamingRecognizeRequest must carry `config`; audio comes after it")
         config = first.config.config
@@ -73,7 +75,7 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         with self._stream_slot():
             session = self._recognizer.open_stream(options)
             pcm = convert.PcmStream(rate, self._recognizer.sample_rate, channels)
-            async for request in request_iterator:
+            async for request in requests:
                 if request.WhichOneof("request") != "audio":
                     raise ConfigError("`config` may only be sent once, in the first message; send audio now")
                 arrival = time.perf_counter()
@@ -87,6 +89,34 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
             results = await asyncio.wrap_future(self._batcher.submit_finish(session))
             for response in self._responses(results, config, arrival):
                 yield response
+
+    async def _guarded(
+        self, request_iterator: AsyncIterator[pb.StreamingRecognizeRequest]
+    ) -> AsyncIterator[pb.StreamingRecognizeRequest]:
+        """The stream's messages, cut (LimitExceeded) after ``stream_idle_timeout_s`` without one, after
+        ``max_stream_messages`` of them, or after ``max_stream_s + stream_idle_timeout_s`` of wall time.
+
+        Only the wait for the client's next message is timed, never the server's own processing.
+        """
+        idle_s, cfg = self._cfg.stream_idle_timeout_s, self._cfg
+        closes_at = time.monotonic() + cfg.max_stream_s + idle_s
+        iterator = aiter(request_iterator)
+        for count in itertools.count(1):
+            timeout_s = min(idle_s, closes_at - time.monotonic())
+            try:
+                request = await asyncio.wait_for(anext(iterator), max(timeout_s, 0.0))
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise LimitExceeded(
+                    f"no message for {idle_s:g} s or the stream outlived its {cfg.max_stream_s + idle_s:g} s; "
+                    "send audio at least in real time (silence counts), or open a new stream"
+                ) from None
+            if count > cfg.max_stream_messages:
+                raise LimitExceeded(
+                    f"the stream passed {cfg.max_stream_messages} messages, this server's limit; send larger chunks"
+                )
+            yield request
 
     async def ListModels(self, request: pb.ListModelsRequest, context: aio.ServicerContext) -> pb.ListModelsResponse:
         cfg, recognizer = self._cfg, self._recognizer

@@ -239,10 +239,19 @@ def test_client_deadline_is_honoured(client, known_paths):
     assert_serving(client, known_paths[0])
 
 
+def metric_reaches(server: ServerThread, name: str, target: float, timeout_s: float = 5.0, **labels: str) -> float:
+    """Poll until the metric reaches ``target``: the server records it just after the client has its answer."""
+    deadline = time.monotonic() + timeout_s
+    while (value := metric(server, name, **labels)) < target and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
+
+
 def test_metrics_count_requests_by_status_code_and_audio(client, server, known_paths):
     before = metric(server, "asr_requests_total", method="Recognize", code="INVALID_ARGUMENT")
     expect_error(grpc.StatusCode.INVALID_ARGUMENT, client.transcribe, b"not audio at all")
-    assert metric(server, "asr_requests_total", method="Recognize", code="INVALID_ARGUMENT") == before + 1
+    labels = {"method": "Recognize", "code": "INVALID_ARGUMENT"}
+    assert metric_reaches(server, "asr_requests_total", before + 1, **labels) == before + 1
     assert metric(server, "asr_requests_total", method="Recognize", code="OK") > 0
     assert metric(server, "asr_audio_seconds_total", method="Recognize") > 0
     assert metric(server, "asr_real_time_factor_count") > 0
@@ -265,6 +274,8 @@ def test_several_targets_are_balanced_round_robin(server, tiny_model_path, recog
         before = [metric(s, "asr_requests_total", method="Recognize") for s in (server, second)]
         with AsrClient([server.address, second.address], timeout_s=20) as both:
             texts = [both.transcribe(p).text for p in known_paths[:6]]
-        after = [metric(s, "asr_requests_total", method="Recognize") for s in (server, second)]
+        after = [
+            metric_reaches(s, "asr_requests_total", b + 1, method="Recognize") for s, b in zip((server, second), before)
+        ]
     assert texts == [t.text for t in recognizer.transcribe_files(known_paths[:6])]
     assert all(a - b >= 1 for a, b in zip(after, before))
