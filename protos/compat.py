@@ -28,3 +28,22 @@ def _pool() -> descriptor_pool.DescriptorPool:
 def message_class(full_name: str) -> Any:
     """The class of e.g. ``"nvidia.riva.asr.RecognizeRequest"``; KeyError for a name not in the set."""
     return message_factory.GetMessageClass(_pool().FindMessageTypeByName(full_name))
+
+
+def generic_handler(service: str, package: str, methods: dict[str, tuple[Any, str, str, bool]]) -> Any:
+    """A gRPC handler serving ``service`` by method path, with no generated stub module.
+
+    ``methods`` maps a method name to ``(behaviour, request type, response type, bidi streaming)``;
+    type names are relative to ``package``.
+    """
+    import grpc
+
+    handlers = {}
+    for name, (behaviour, request, response, streaming) in methods.items():
+        make = grpc.stream_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
+        handlers[name] = make(
+            behaviour,
+            request_deserializer=message_class(f"{package}.{request}").FromString,
+            response_serializer=message_class(f"{package}.{response}").SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service, handlers)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = "protos/asr_service.proto"
@@ -75,16 +76,59 @@ def compat_descriptor_set() -> bytes:
         if file.name in seen:
             return
         seen.add(file.name)
-        for dependency in file.dependencies:
+        for dependency in sorted(file.dependencies, key=lambda d: d.name):  # proto-plus lists them in set order
             visit(dependency)
         proto = descriptor_pb2.FileDescriptorProto()
         file.CopyToProto(proto)
         del proto.service[:]
+        _strip_options(proto)
+        if not proto.public_dependency and not proto.weak_dependency:  # indices into the list would move
+            names = sorted(proto.dependency)  # proto-plus lists them in set (hash) order
+            del proto.dependency[:]
+            proto.dependency.extend(names)
         ordered.append(proto)
 
     for root in roots:
         visit(root)
     return descriptor_pb2.FileDescriptorSet(file=ordered).SerializeToString(deterministic=True)
+
+
+def _strip_options(file: Any) -> None:
+    """Drop descriptor options except the two that change how messages behave (map entries, packing).
+
+    The rest (API annotations, deprecation, json names) never affect the wire, and their bytes
+    depend on which extension modules happen to be imported, which made the output differ by import
+    order.
+    """
+
+    def strip_message(message: Any) -> None:
+        map_entry = message.options.map_entry
+        message.ClearField("options")
+        if map_entry:
+            message.options.map_entry = True
+        for field in message.field:
+            packed = field.options.packed if field.options.HasField("packed") else None
+            field.ClearField("options")
+            if packed is not None:
+                field.options.packed = packed
+        for oneof in message.oneof_decl:
+            oneof.ClearField("options")
+        for enum in message.enum_type:
+            strip_enum(enum)
+        for nested in message.nested_type:
+            strip_message(nested)
+
+    def strip_enum(enum: Any) -> None:
+        enum.ClearField("options")
+        for value in enum.value:
+            value.ClearField("options")
+
+    file.ClearField("options")
+    for message in file.message_type:
+        strip_message(message)
+    for enum in file.enum_type:
+        strip_enum(enum)
+    del file.extension[:]
 
 
 def generate_compat(out_dir: Path = ROOT) -> Path:

@@ -23,12 +23,11 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import grpc
 from grpc import aio
 
 from asr.errors import ConfigError
 from protos import asr_service_pb2 as pb
-from protos.compat import message_class
+from protos.compat import generic_handler, message_class
 from server.compat_riva import check_language
 from server.servicer import RecognizerServicer
 
@@ -170,16 +169,13 @@ class SpeechServicer:
 
 def add_to_server(servicer: SpeechServicer, server: aio.Server) -> None:
     """Register the service under Google's method paths (LongRunningRecognize stays UNIMPLEMENTED)."""
-    handlers = {
-        "Recognize": grpc.unary_unary_rpc_method_handler(
-            servicer.Recognize,
-            request_deserializer=_msg("RecognizeRequest").FromString,
-            response_serializer=_msg("RecognizeResponse").SerializeToString,
-        ),
-        "StreamingRecognize": grpc.stream_stream_rpc_method_handler(
+    methods = {
+        "Recognize": (servicer.Recognize, "RecognizeRequest", "RecognizeResponse", False),
+        "StreamingRecognize": (
             servicer.StreamingRecognize,
-            request_deserializer=_msg("StreamingRecognizeRequest").FromString,
-            response_serializer=_msg("StreamingRecognizeResponse").SerializeToString,
+            "StreamingRecognizeRequest",
+            "StreamingRecognizeResponse",
+            True,
         ),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_generic_rpc_handlers((generic_handler(SERVICE_NAME, "google.cloud.speech.v1", methods),))

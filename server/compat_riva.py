@@ -19,12 +19,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from grpc import aio
 
 from asr.errors import ConfigError
 from protos import asr_service_pb2 as pb
-from protos.compat import message_class
+from protos.compat import generic_handler, message_class
 from server.servicer import RecognizerServicer
 
 SERVICE_NAME = "nvidia.riva.asr.RivaSpeechRecognition"
@@ -166,21 +165,19 @@ class RivaServicer:
 
 def add_to_server(servicer: RivaServicer, server: aio.Server) -> None:
     """Register the service under Riva's method paths (no generated stub module is needed)."""
-    handlers = {
-        "Recognize": grpc.unary_unary_rpc_method_handler(
-            servicer.Recognize,
-            request_deserializer=_msg("RecognizeRequest").FromString,
-            response_serializer=_msg("RecognizeResponse").SerializeToString,
-        ),
-        "StreamingRecognize": grpc.stream_stream_rpc_method_handler(
+    methods = {
+        "Recognize": (servicer.Recognize, "RecognizeRequest", "RecognizeResponse", False),
+        "StreamingRecognize": (
             servicer.StreamingRecognize,
-            request_deserializer=_msg("StreamingRecognizeRequest").FromString,
-            response_serializer=_msg("StreamingRecognizeResponse").SerializeToString,
+            "StreamingRecognizeRequest",
+            "StreamingRecognizeResponse",
+            True,
         ),
-        "GetRivaSpeechRecognitionConfig": grpc.unary_unary_rpc_method_handler(
+        "GetRivaSpeechRecognitionConfig": (
             servicer.GetRivaSpeechRecognitionConfig,
-            request_deserializer=_msg("RivaSpeechRecognitionConfigRequest").FromString,
-            response_serializer=_msg("RivaSpeechRecognitionConfigResponse").SerializeToString,
+            "RivaSpeechRecognitionConfigRequest",
+            "RivaSpeechRecognitionConfigResponse",
+            False,
         ),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_generic_rpc_handlers((generic_handler(SERVICE_NAME, "nvidia.riva.asr", methods),))
