@@ -418,6 +418,14 @@ def _stderr(message: str) -> None:
     print(f"asr-client: {message}", file=sys.stderr, flush=True)
 
 
+# Errors found on this side of the wire, most specific first (NoInputError is a BatchInputError).
+_LOCAL_ERRORS = (
+    (UsageError, EXIT_USAGE),
+    (NoInputError, EXIT_NO_INPUT),
+    (BatchInputError, EXIT_USAGE),
+    (_InputError, EXIT_INPUT_REFUSED),
+)
+
 COMMANDS = {"stream": cmd_stream, "transcribe": cmd_transcribe, "health": cmd_health, "models": cmd_models}
 
 
@@ -425,18 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except UsageError as error:
+    except (UsageError, BatchInputError, _InputError) as error:
         _stderr(f"error: {error}")
-        return EXIT_USAGE
-    except NoInputError as error:
-        _stderr(f"error: {error}")
-        return EXIT_NO_INPUT
-    except BatchInputError as error:
-        _stderr(f"error: {error}")
-        return EXIT_USAGE
-    except _InputError as error:
-        _stderr(f"error: {error}")
-        return EXIT_INPUT_REFUSED
+        return next(code for kind, code in _LOCAL_ERRORS if isinstance(error, kind))
     except RecognitionError as error:
         _stderr(f"error: {error} (server {args.server})")
         return exit_code_for(error.code.name)

@@ -28,7 +28,7 @@ from grpc import aio
 from asr.errors import ConfigError
 from protos import asr_service_pb2 as pb
 from protos.compat import generic_handler, message_class
-from server.compat_riva import check_language
+from server.compat_riva import check_language, refuse_enabled
 from server.servicer import RecognizerServicer
 
 SERVICE_NAME = "google.cloud.speech.v1.Speech"
@@ -58,9 +58,7 @@ def _refuse(config: Any) -> None:
         "adaptation": config.HasField("adaptation"),
         "transcript_normalization": len(config.transcript_normalization.entries) > 0,
     }
-    refused = [name for name, on in flags.items() if on]
-    if refused:
-        raise ConfigError(f"not supported by this server: {', '.join(refused)}; unset them")
+    refuse_enabled(flags)
 
 
 def recognition_config(config: Any, audio: bytes = b"") -> pb.RecognitionConfig:

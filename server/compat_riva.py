@@ -51,6 +51,11 @@ def _refuse(config: Any) -> None:
         "custom_configuration": len(config.custom_configuration) > 0,
     }
     flags.update({f"endpointing_config.{n}": getattr(config.endpointing_config, n) != 0 for n in _REFUSED_ENDPOINTING})
+    refuse_enabled(flags)
+
+
+def refuse_enabled(flags: dict[str, bool]) -> None:
+    """INVALID_ARGUMENT naming every unsupported feature the request turned on: never silently ignore one."""
     refused = [name for name, on in flags.items() if on]
     if refused:
         raise ConfigError(f"not supported by this server: {', '.join(refused)}; unset them")
