@@ -1,4 +1,5 @@
-"""One self-contained model file: config, tokenizer, CMVN statistics, weights, format version.
+"""One self-contained model file: config, tokenizer, CMVN statistics, weights, format version,
+and optionally the n-gram LM its default search uses (``search.lm_path: "@model"``).
 
 Inference, the server and fine-tuning load *only* this file, never the training YAML, so a
 model can be copied anywhere and still compute identical features and decode identically.
@@ -7,6 +8,7 @@ Files are read with ``torch.load(weights_only=True)``: a checkpoint is data, nev
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 
 import torch
 
-from asr.config import ExperimentConfig, from_dict, to_dict
+from asr.config import EMBEDDED_LM, ExperimentConfig, SearchConfig, from_dict, to_dict
 from asr.errors import CheckpointError, ConfigError
 from asr.features.frontend import LogMelFrontend
 from asr.features.normalization import GlobalCMVN
@@ -38,6 +40,7 @@ class ModelBundle:
     step: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     quantization: str = "none"  # "int8_dynamic" | "bf16": applied at load; such a bundle is not saved again
+    ngram_arpa: str = ""  # ARPA text of the stored n-gram ("" = none); search.lm_path "@model" refers to it
 
 
 def build_bundle(config: ExperimentConfig, tokenizer: Tokenizer, cmvn: GlobalCMVN | None = None) -> ModelBundle:
@@ -63,6 +66,8 @@ def checkpoint_payload(bundle: ModelBundle, extra: dict[str, Any] | None = None)
         "step": bundle.step,
         "metrics": dict(bundle.metrics),
     }
+    if bundle.ngram_arpa:
+        payload["ngram_arpa"] = bundle.ngram_arpa
     if extra:
         payload["training_state"] = extra
     return payload
@@ -128,7 +133,25 @@ def bundle_from_payload(payload: dict[str, Any], name: str = "<checkpoint>") -> 
     bundle.quantization = quantization
     bundle.step = int(payload.get("step", 0))
     bundle.metrics = dict(payload.get("metrics", {}))
+    bundle.ngram_arpa = payload.get("ngram_arpa", "")
+    if not isinstance(bundle.ngram_arpa, str):
+        raise CheckpointError(f"{name}: the stored n-gram must be ARPA text, got {type(bundle.ngram_arpa).__name__}")
+    if config.search.lm_path == EMBEDDED_LM and not bundle.ngram_arpa:
+        raise CheckpointError(f"{name}: search.lm_path is {EMBEDDED_LM!r} but the checkpoint stores no n-gram")
     return bundle
+
+
+def with_search_defaults(bundle: ModelBundle, search: SearchConfig, ngram_arpa: str | None = None) -> ModelBundle:
+    """The same model with new default search settings and, when given, a new stored n-gram.
+
+    Shipping the LM inside the checkpoint keeps the one-file promise: a model whose default
+    search fuses an n-gram still runs anywhere it is copied (``lm_path: "@model"``).
+    """
+    arpa = bundle.ngram_arpa if ngram_arpa is None else ngram_arpa
+    if search.lm_path == EMBEDDED_LM and not arpa:
+        raise ConfigError(f"search.lm_path {EMBEDDED_LM!r} needs an n-gram: pass one (asr pack --lm FILE)")
+    config = dataclasses.replace(bundle.config, search=search)
+    return dataclasses.replace(bundle, config=config, ngram_arpa=arpa)
 
 
 def load_checkpoint(source: str | Path | bytes) -> ModelBundle:

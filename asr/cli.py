@@ -37,7 +37,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beam", type=int, help="beam size")
     g.add_argument("--nbest", type=int, help="alternatives to return")
     g.add_argument("--ctc-weight", type=float, help="joint/rescoring: weight of CTC against attention scores")
-    g.add_argument("--lm", help="ARPA n-gram LM for shallow fusion")
+    g.add_argument("--lm", help="ARPA n-gram LM for shallow fusion (@model: the n-gram stored in the model)")
     g.add_argument("--lm-weight", type=float)
     g.add_argument("--lm-unit", choices=["word", "token"])
     g.add_argument("--length-bonus", type=float)
@@ -292,6 +292,30 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} and {path.parent / 'meta.json'}")
 
 
+def cmd_pack(args: argparse.Namespace) -> None:
+    from asr.checkpoint import load_checkpoint, save_checkpoint, with_search_defaults
+    from asr.config import EMBEDDED_LM
+    from asr.decoding.ngram import parse_arpa
+
+    bundle = load_checkpoint(args.model)
+    search = search_from_args(bundle.config.search, args)
+    arpa: str | None = None
+    if args.no_lm:
+        search, arpa = dataclasses.replace(search, lm_path="", lm_weight=0.0), ""
+    elif args.lm:
+        lm_file = Path(args.lm)
+        if not lm_file.is_file():
+            raise ConfigError(f"LM file {lm_file} does not exist; build one with `asr lm`")
+        arpa = lm_file.read_text(encoding="utf-8")
+        parse_arpa(arpa, str(lm_file))  # refuse a malformed file now, not at the first request
+        search = dataclasses.replace(search, lm_path=EMBEDDED_LM)
+    if search.lm_weight != 0.0 and not search.lm_path:
+        raise ConfigError("--lm-weight is set but the model has no n-gram: add one with --lm FILE")
+    path = save_checkpoint(args.out, with_search_defaults(bundle, search, arpa))
+    lm_note = f", n-gram {search.lm_path} weight {search.lm_weight:g}" if search.lm_path else ""
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): default search {search.method}{lm_note}")
+
+
 def cmd_synth(args: argparse.Namespace) -> None:
     from asr.data.synthetic_corpus import SynthOptions, resolve_voices, synthesize_corpus
     from asr.data.texts import command_prompts, read_sentences
@@ -396,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["int8", "bf16"], help="write a quantised checkpoint instead of a graph")
     p.add_argument("--out", required=True, help="folder (graph + meta.json), or a .pt path with --quantize")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("pack", help="store default search settings (and an n-gram LM) inside a model file")
+    p.add_argument("--model", required=True, help="float32 checkpoint to start from")
+    p.add_argument("--out", required=True, help="new checkpoint (may equal --model)")
+    p.add_argument("--no-lm", action="store_true", help="drop the stored n-gram and LM fusion")
+    _add_search_args(p)
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("synth", help="render text with offline TTS voices into a manifest (resumable)")
     src = p.add_mutually_exclusive_group(required=True)

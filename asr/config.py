@@ -158,13 +158,16 @@ class BoostPhrase:
     boost: float = 2.0  # log-score bonus per token of the phrase, refunded if the phrase is abandoned
 
 
+EMBEDDED_LM = "@model"  # search.lm_path naming the n-gram stored inside the checkpoint (`asr pack`)
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     method: Literal["ctc_greedy", "ctc_prefix_beam", "attention_beam", "joint", "rescoring"] = "ctc_greedy"
     beam_size: int = 8
     nbest: int = 1  # hypotheses returned
     ctc_weight: float = 0.3  # joint / rescoring: weight of CTC scores against attention scores
-    lm_path: str = ""  # ARPA n-gram file; empty = no LM
+    lm_path: str = ""  # ARPA n-gram file; EMBEDDED_LM = the one stored in the checkpoint; empty = no LM
     lm_weight: float = 0.0
     lm_unit: Literal["word", "token"] = "word"
     length_bonus: float = 0.0  # per emitted token (or word for word LMs); counters the LM's short bias

@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from asr.checkpoint import ModelBundle, checkpoint_payload, load_checkpoint
-from asr.config import SearchConfig, from_dict, to_dict
+from asr.config import EMBEDDED_LM, SearchConfig, from_dict, to_dict
+from asr.decoding.ngram import load_arpa
 from asr.decoding.search import search
 from asr.errors import CheckpointError, ConfigError
 from asr.inference import pad_waveforms
@@ -40,6 +41,7 @@ from asr.tokenizer import Tokenizer, tokenizer_from_dict
 
 ExportFormat = Literal["torchscript", "onnx"]
 GRAPH_FILES = {"torchscript": "model.ts", "onnx": "model.onnx"}
+LM_FILE = "lm.arpa"  # the checkpoint's stored n-gram, written beside the graph; meta.json's lm_path names it
 ONNX_OPSET = 17  # LSTM/GRU with sequence_lens and dynamic Pad/Conv: supported by every current runtime
 INPUTS = ("waves", "wave_lens")  # (B, N) float32 zero-padded at the model's sample rate, (B,) int64
 OUTPUTS = ("log_probs", "lens")  # (B, T', V) float32 CTC log-posteriors, (B,) int64 valid frames
@@ -95,6 +97,9 @@ def example_inputs(bundle: ModelBundle) -> tuple[Tensor, Tensor]:
 
 
 def _meta(bundle: ModelBundle, fmt: str) -> dict[str, Any]:
+    search = to_dict(bundle.config.search)
+    if search["lm_path"] == EMBEDDED_LM:  # the checkpoint's n-gram travels as a file beside the graph
+        search["lm_path"] = LM_FILE
     tokenizer = {
         k: {"base64": base64.b64encode(v).decode("ascii")} if isinstance(v, bytes) else v
         for k, v in bundle.tokenizer.to_dict().items()
@@ -107,7 +112,7 @@ def _meta(bundle: ModelBundle, fmt: str) -> dict[str, Any]:
         "sample_rate": bundle.config.audio.sample_rate,
         "frame_shift_s": bundle.frontend.frame_shift_s * bundle.model.subsampling_factor,
         "tokenizer": tokenizer,
-        "search": to_dict(bundle.config.search),
+        "search": search,
         "step": bundle.step,
     }
 
@@ -129,6 +134,8 @@ def export_graph(bundle: ModelBundle, out_dir: str | Path, fmt: ExportFormat = "
             torch.jit.trace(graph, inputs, check_trace=False).save(str(path))
         else:
             _export_onnx(graph, inputs, path)
+    if bundle.ngram_arpa:
+        (out / LM_FILE).write_text(bundle.ngram_arpa, encoding="utf-8")
     (out / "meta.json").write_text(json.dumps(_meta(bundle, fmt), indent=1), encoding="utf-8")
     return path
 
@@ -187,6 +194,8 @@ class ExportedModel:
         self.format: str = self.meta["format"]
         self.sample_rate: int = self.meta["sample_rate"]
         self.search_config = from_dict(SearchConfig, self.meta["search"])
+        lm_path = self.search_config.lm_path
+        self.lm = load_arpa(folder / lm_path) if lm_path and self.search_config.lm_weight != 0.0 else None
         raw = {
             k: base64.b64decode(v["base64"]) if isinstance(v, dict) else v for k, v in self.meta["tokenizer"].items()
         }
@@ -214,7 +223,11 @@ class ExportedModel:
         """Texts of float32 mono waveforms at :attr:`sample_rate`, run as one padded batch."""
         waves, wave_lens = pad_waveforms(waveforms)
         log_probs, lens = self(waves, wave_lens)
-        nbests = search(log_probs, lens, search_config or self.search_config, pieces=self.pieces)
+        cfg = search_config or self.search_config
+        lm = self.lm if cfg.lm_weight != 0.0 and cfg.lm_path == self.search_config.lm_path else None
+        if lm is None and cfg.lm_weight != 0.0:
+            lm = load_arpa(cfg.lm_path)
+        nbests = search(log_probs, lens, cfg, pieces=self.pieces, lm=lm)
         return [self.tokenizer.decode(n.best.tokens) for n in nbests]
 
 

@@ -18,9 +18,9 @@ import torch
 
 from asr.audio import audio_duration, load_audio
 from asr.checkpoint import ModelBundle, load_checkpoint
-from asr.config import SearchConfig
+from asr.config import EMBEDDED_LM, SearchConfig
 from asr.decoding.hypothesis import Hypothesis
-from asr.decoding.ngram import NgramLM, load_arpa
+from asr.decoding.ngram import NgramLM, load_arpa, parse_arpa
 from asr.decoding.search import search
 from asr.decoding.timestamps import word_timings
 from asr.errors import AudioError, ConfigError
@@ -122,10 +122,14 @@ class Recognizer:
         return self.frontend.frame_shift_s * self.config.model.encoder.subsampling_factor
 
     def lm(self, path: str) -> NgramLM | None:
-        """Load an ARPA LM once per path and keep it."""
+        """Load an ARPA LM once per path (``@model``: the checkpoint's own) and keep it."""
         if not path:
             return None
         with self._lock:
+            if path == EMBEDDED_LM and path not in self._lms:
+                if not self.bundle.ngram_arpa:
+                    raise ConfigError(f"lm_path {EMBEDDED_LM!r}: this model stores no n-gram; give an ARPA file")
+                self._lms[path] = parse_arpa(self.bundle.ngram_arpa, f"{EMBEDDED_LM} n-gram")
             if path not in self._lms:
                 if not Path(path).is_file():
                     raise ConfigError(f"LM file {path} does not exist; build one with `asr lm` or drop --lm")

@@ -99,6 +99,11 @@ def load_arpa(path: str | Path, *, oov_log10: float = -10.0) -> NgramLM:
         return NgramLM(_parse(iter(enumerate(lines, start=1)), path), oov_log10=oov_log10)
 
 
+def parse_arpa(text: str, name: str = "<arpa>", *, oov_log10: float = -10.0) -> NgramLM:
+    """An ARPA model held in memory (the n-gram stored inside a checkpoint); errors name ``name`` and line."""
+    return NgramLM(_parse(iter(enumerate(text.splitlines(), start=1)), Path(name)), oov_log10=oov_log10)
+
+
 def _parse(lines: Iterator[tuple[int, str]], path: Path) -> list[dict[tuple[str, ...], tuple[float, float]]]:
     def fail(lineno: int, why: str) -> CheckpointError:
         return CheckpointError(f"{path}:{lineno}: malformed ARPA file: {why}")

@@ -1,0 +1,113 @@
+"""`asr pack`: a model file that carries its own n-gram and default search settings.
+
+The shipped model's default search fuses an n-gram; these tests show that the stored LM is the
+one used (same scores as passing the ARPA file), that the model file alone is enough (the ARPA
+file deleted), and that exports and int8 copies keep it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+
+from asr.audio import load_audio
+from asr.checkpoint import load_checkpoint, read_payload, save_checkpoint
+from asr.cli import EXIT_ERROR, main
+from asr.config import EMBEDDED_LM
+from asr.errors import CheckpointError
+from asr.export import ExportedModel, export_graph, quantize_checkpoint
+from asr.inference import Recognizer
+
+LM_WEIGHT = 0.7
+
+
+@pytest.fixture(scope="module")
+def waveforms(samples):
+    return [load_audio(p) for p in samples.paths]
+
+
+@pytest.fixture(scope="module")
+def arpa(samples, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lm")
+    text = folder / "corpus.txt"
+    text.write_text("\n".join(samples.texts) + "\n", encoding="utf-8")
+    assert main(["lm", "--text", str(text), "--out", str(folder / "words.arpa"), "--order", "2"]) == 0
+    return folder / "words.arpa"
+
+
+@pytest.fixture(scope="module")
+def packed(tiny_model_path, arpa, tmp_path_factory):
+    out = tmp_path_factory.mktemp("packed") / "model.pt"
+    args = ["pack", "--model", str(tiny_model_path), "--out", str(out), "--lm", str(arpa)]
+    assert main([*args, "--method", "ctc_prefix_beam", "--beam", "4", "--lm-weight", str(LM_WEIGHT)]) == 0
+    return out
+
+
+def _scores_and_texts(recognizer, waveforms, search=None):
+    results = recognizer.transcribe_batch(waveforms, search)
+    return [round(r.alternatives[0].score, 4) for r in results], [r.text for r in results]
+
+
+def test_packed_model_fuses_its_stored_lm_exactly_like_the_arpa_file(tiny_model_path, packed, arpa, waveforms):
+    stored = Recognizer.from_checkpoint(packed, device="cpu")
+    assert stored.search_config.lm_path == EMBEDDED_LM and stored.search_config.lm_weight == LM_WEIGHT
+    plain = Recognizer.from_checkpoint(tiny_model_path, device="cpu")
+    with_file = dataclasses.replace(stored.search_config, lm_path=str(arpa))
+    fused = _scores_and_texts(stored, waveforms)
+    assert fused == _scores_and_texts(plain, waveforms, with_file)
+    no_lm = dataclasses.replace(stored.search_config, lm_path="", lm_weight=0.0)
+    assert fused[0] != _scores_and_texts(plain, waveforms, no_lm)[0]  # the LM really takes part
+
+
+def test_packed_model_needs_no_other_file(packed, arpa, waveforms, tmp_path):
+    alone = tmp_path / "copy.pt"
+    shutil.copy(packed, alone)
+    expected = _scores_and_texts(Recognizer.from_checkpoint(packed, device="cpu"), waveforms)
+    moved = arpa.with_suffix(".moved")
+    arpa.rename(moved)
+    try:
+        assert _scores_and_texts(Recognizer.from_checkpoint(alone, device="cpu"), waveforms) == expected
+    finally:
+        moved.rename(arpa)
+
+
+def test_export_and_int8_keep_the_stored_lm(packed, waveforms, tmp_path):
+    texts = _scores_and_texts(Recognizer.from_checkpoint(packed, device="cpu"), waveforms)[1]
+    export_graph(load_checkpoint(packed), tmp_path / "ts", "torchscript")
+    assert (tmp_path / "ts" / "lm.arpa").is_file()
+    exported = ExportedModel(tmp_path / "ts")
+    assert exported.lm is not None and exported.transcribe(waveforms) == texts
+    int8 = quantize_checkpoint(packed, tmp_path / "int8.pt", "int8_dynamic")
+    assert load_checkpoint(int8).ngram_arpa == load_checkpoint(packed).ngram_arpa
+
+
+def test_no_lm_drops_the_stored_ngram(packed, tmp_path):
+    out = tmp_path / "plain.pt"
+    assert main(["pack", "--model", str(packed), "--out", str(out), "--no-lm", "--method", "ctc_greedy"]) == 0
+    bundle = load_checkpoint(out)
+    assert bundle.ngram_arpa == "" and bundle.config.search.lm_path == "" and bundle.config.search.lm_weight == 0.0
+
+
+def test_bad_packs_are_refused_with_clear_errors(tiny_model_path, tmp_path, capsys):
+    out = tmp_path / "out.pt"
+    bad = tmp_path / "bad.arpa"
+    bad.write_text("\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0 a\n\\end\\\n", encoding="utf-8")
+    assert main(["pack", "--model", str(tiny_model_path), "--out", str(out), "--lm", str(bad)]) == EXIT_ERROR
+    assert "bad.arpa" in capsys.readouterr().err and not out.exists()
+    missing = str(tmp_path / "nope.arpa")
+    assert main(["pack", "--model", str(tiny_model_path), "--out", str(out), "--lm", missing]) == EXIT_ERROR
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["pack", "--model", str(tiny_model_path), "--out", str(out), "--lm-weight", "0.5"]) == EXIT_ERROR
+    assert "no n-gram" in capsys.readouterr().err and not out.exists()
+
+
+def test_checkpoint_naming_a_missing_stored_lm_is_refused(tiny_model_path, tmp_path):
+    bundle = load_checkpoint(tiny_model_path)
+    search = dataclasses.replace(bundle.config.search, lm_path=EMBEDDED_LM, lm_weight=0.5)
+    broken = dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, search=search))
+    path = save_checkpoint(tmp_path / "broken.pt", broken)
+    assert read_payload(path).get("ngram_arpa") is None
+    with pytest.raises(CheckpointError, match="stores no n-gram"):
+        load_checkpoint(path)
