@@ -24,6 +24,7 @@ from asr.decoding.ngram import NgramLM, load_arpa, parse_arpa
 from asr.decoding.search import search
 from asr.decoding.timestamps import word_timings
 from asr.errors import AudioError, ConfigError
+from asr.runtime import keep_freed_memory
 
 if TYPE_CHECKING:
     from asr.streaming import StreamingOptions, StreamingSession
@@ -91,6 +92,7 @@ class Recognizer:
 
     def __init__(self, bundle: ModelBundle, *, device: str = "auto", search: SearchConfig | None = None) -> None:
         self.bundle = bundle
+        keep_freed_memory()
         if bundle.quantization == "int8_dynamic":  # PyTorch's dynamic int8 kernels exist for CPU only
             if device not in ("auto", "cpu"):
                 raise ConfigError(f"this model is int8-quantised and runs on CPU only; use --device cpu, not {device}")

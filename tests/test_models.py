@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from typing import Literal
 
 import pytest
@@ -309,3 +311,27 @@ def test_forward_chunk_limited_right_context_keeps_frame_count_and_is_exact_when
         offline, _ = unidirectional(feats, torch.tensor([37]))
         streamed = _encode_in_chunks(unidirectional, feats, chunk=8, right=0)
     torch.testing.assert_close(streamed, offline, rtol=1e-5, atol=1e-5)
+
+
+def test_keep_freed_memory_applies_once_per_process():
+    from asr import runtime
+
+    first = runtime.keep_freed_memory()
+    assert first is (sys.platform.startswith("linux") and os.environ.get("ASR_KEEP_HEAP", "1") != "0")
+    assert runtime.keep_freed_memory() is first  # later calls report, never re-apply
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru", "rnn"])
+def test_forward_chunk_direction_split_equals_the_doubled_batch_pass(
+    rnn_type: RNNType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Float cells run each direction separately; int8 cells one call over a doubled batch: same numbers."""
+    import asr.models.encoder as encoder_module
+
+    encoder = RNNEncoder(dataclasses.replace(TINY_ENCODER, rnn_type=rnn_type), NUM_MELS).eval()
+    feats = torch.randn(3, 41, NUM_MELS)
+    with torch.no_grad():
+        split = _encode_in_chunks(encoder, feats, chunk=8, right=4)
+        monkeypatch.setattr(encoder_module, "_splits_directions", lambda layer: False)
+        doubled = _encode_in_chunks(encoder, feats, chunk=8, right=4)
+    torch.testing.assert_close(split, doubled, rtol=1e-5, atol=1e-5)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import torch
-from torch import Tensor, nn
+from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from asr.config import EncoderConfig
@@ -107,6 +108,55 @@ def _chunk_initial_state(carried: RNNState, bidirectional: bool, batch: int) -> 
         return torch.cat([t, t], dim=1)
 
     return _map_state(carried, build)
+
+
+def _splits_directions(layer: nn.Module) -> TypeGuard[nn.RNNBase]:
+    """Float one-layer cells whose directions :func:`_run_direction` can drive one at a time.
+
+    Dynamic-int8 twins keep packed weights that only their own ``forward`` runs; for them
+    ``forward_chunk`` falls back to one call over a doubled batch.
+    """
+    return type(layer) in (nn.LSTM, nn.GRU, nn.RNN) and isinstance(layer, nn.RNNBase) and layer.num_layers == 1
+
+
+def _run_direction(layer: nn.RNNBase, x: Tensor, state: RNNState | None, *, reverse: bool) -> tuple[Tensor, RNNState]:
+    """One direction of a one-layer ``layer`` over full-length rows ``x (B, T, H_in)`` → ``(B, T, H)``.
+
+    The same fused kernel ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` call, given one direction's
+    weights: streaming needs the forward direction's state at the chunk end and the backward
+    direction over chunk + look-ahead, and running them separately costs half the doubled batch.
+    """
+    suffix = "_reverse" if reverse else ""
+    kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if layer.bias else ("weight_ih", "weight_hh")
+    weights = [getattr(layer, f"{kind}_l0{suffix}") for kind in kinds]
+    if reverse:
+        x = x.flip(1)
+    zeros = x.new_zeros(1, x.size(0), layer.hidden_size)
+    final: RNNState
+    if isinstance(layer, nn.LSTM):
+        h0, c0 = state if isinstance(state, tuple) else (zeros, zeros)
+        out, h, c = _VF.lstm(x, (h0, c0), weights, layer.bias, 1, 0.0, False, False, True)
+        final = (h, c)
+    else:
+        run = _VF.gru if isinstance(layer, nn.GRU) else _VF.rnn_tanh if layer.nonlinearity == "tanh" else _VF.rnn_relu
+        h0 = state if isinstance(state, Tensor) else zeros
+        out, final = run(x, h0, weights, layer.bias, 1, 0.0, False, False, True)
+    return (out.flip(1) if reverse else out), final
+
+
+def _chunk_layer(layer: nn.RNNBase, x: Tensor, num_out: int, carried: RNNState | None) -> tuple[Tensor, RNNState]:
+    """One LC-BLSTM layer over ``x (B, chunk + right, H_in)``: outputs and the forward state at the chunk end.
+
+    The forward direction runs over the chunk from the carried state, then on over the
+    look-ahead from the chunk-end state (which is what is kept); the backward direction runs
+    over chunk + look-ahead from zero.
+    """
+    forward, final = _run_direction(layer, x[:, :num_out], carried, reverse=False)
+    if x.size(1) > num_out:
+        forward = torch.cat([forward, _run_direction(layer, x[:, num_out:], final, reverse=False)[0]], dim=1)
+    if not layer.bidirectional:
+        return forward, final
+    return torch.cat([forward, _run_direction(layer, x, None, reverse=True)[0]], dim=-1), final
 
 
 class RNNEncoder(nn.Module):
@@ -240,18 +290,22 @@ class RNNEncoder(nn.Module):
         segment = torch.cat([left, feats, right_feats], dim=1)
         x, _ = self.subsampling(segment, torch.full((batch,), segment.size(1), device=feats.device))
         x = x[:, left.size(1) // factor :]  # (B, chunk + right frames, H)
-        # Row B + b repeats row b cut at the chunk end: its final forward state is the one to carry.
+        # Fallback for int8 layers: row B + b repeats row b cut at the chunk end; its forward state is carried.
         lens = torch.tensor([x.size(1)] * batch + [num_out] * batch)
         new_states: list[RNNState] = []
         for index, layer in enumerate(self.layers):
             bidirectional = bool(layer.bidirectional)  # nn.RNNBase, or its dynamic-int8 twin
             carried = state.forward_states
-            initial = _chunk_initial_state(carried[index], bidirectional, batch) if carried else None
-            packed = pack_padded_sequence(torch.cat([x, x]), lens, batch_first=True, enforce_sorted=False)
-            packed, final = layer(packed, initial)
-            out, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.size(1))  # (2B, frames, D)
-            new_states.append(_map_state(final, lambda t: t[:1, batch:]))
-            x = out[:batch]
+            if _splits_directions(layer):
+                x, final = _chunk_layer(layer, x, num_out, carried[index] if carried else None)
+                new_states.append(final)
+            else:
+                initial = _chunk_initial_state(carried[index], bidirectional, batch) if carried else None
+                packed = pack_padded_sequence(torch.cat([x, x]), lens, batch_first=True, enforce_sorted=False)
+                packed, final = layer(packed, initial)
+                out, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.size(1))  # (2B, frames, D)
+                new_states.append(_map_state(final, lambda t: t[:1, batch:]))
+                x = out[:batch]
             if index < len(self.layers) - 1:
                 x = self.dropout(x)
                 if self.projections:

@@ -45,6 +45,7 @@ from asr.errors import ConfigError
 from asr.features.normalization import estimate_cmvn
 from asr.features.specaugment import SpecAugment
 from asr.inference import Recognizer, resolve_device
+from asr.runtime import keep_freed_memory
 from asr.tokenizer import build_tokenizer
 from asr.training.evaluate import evaluate
 from asr.training.optim import build_optimizer, build_scheduler
@@ -125,6 +126,7 @@ class Trainer:
         self.progress = progress
         if cfg.training.threads:
             torch.set_num_threads(cfg.training.threads)
+        keep_freed_memory()
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.training.device)
         if cfg.training.precision == "fp16" and self.device.type != "cuda":
