@@ -227,6 +227,7 @@ def _transcribe_stream(recognizer: Any, search: SearchConfig, args: argparse.Nam
 
 def cmd_lm(args: argparse.Namespace) -> None:
     from asr.config import LMConfig
+    from asr.tokenizer import normalize_text
     from asr.training.ngram import build_arpa
 
     text_path = Path(args.text)
@@ -245,7 +246,14 @@ def cmd_lm(args: argparse.Namespace) -> None:
             return [pieces[i] for i in tokenizer.encode(sentence)]
 
     cfg = LMConfig(order=args.order, unit=args.unit, discount=args.discount)
-    path = build_arpa(text_path, args.out, cfg, split=splitter)
+    if text_path.suffix == ".jsonl":  # a manifest: its transcripts are the text
+        from asr.data.manifest import read_manifest
+
+        lines = [entry.text for entry in read_manifest(text_path)]
+    else:
+        lines = text_path.read_text(encoding="utf-8").splitlines()
+    # The recogniser emits normalised text (lower case, numbers as words, no punctuation): so must the LM.
+    path = build_arpa([normalize_text(line) for line in lines], args.out, cfg, split=splitter)
     print(f"wrote {path}")
 
 
@@ -385,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("lm", help="estimate an n-gram LM (ARPA) from a text file, one sentence per line")
-    p.add_argument("--text", required=True)
+    p.add_argument("--text", required=True, help="UTF-8 text, one sentence per line, or a .jsonl manifest")
     p.add_argument("--out", required=True)
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--unit", choices=["word", "token"], default="word")

@@ -128,3 +128,14 @@ def test_plot_draws_png(tiny_model_path, tmp_path):
     out = tmp_path / "curves.png"
     assert main(["plot", str(run_dir), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lm_from_a_manifest_uses_its_normalised_transcripts(samples, tmp_path):
+    assert main(["lm", "--text", str(samples.manifest), "--out", str(tmp_path / "m.arpa"), "--order", "2"]) == 0
+    from asr.decoding.ngram import load_arpa
+    from asr.tokenizer import normalize_text
+
+    unigrams = set(load_arpa(tmp_path / "m.arpa").probs[0])
+    words = {w for text in samples.texts for w in normalize_text(text).split()}
+    assert {(w,) for w in words} <= unigrams
+    assert not any(any(c in word[0] for c in ",.;!?") or word[0] != word[0].lower() for word in unigrams)
