@@ -15,10 +15,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asr.config import BoostPhrase, SearchConfig
 from asr.errors import AsrError, ConfigError
+
+if TYPE_CHECKING:
+    from asr.checkpoint import ModelBundle
 
 EXIT_ERROR = 2
 EXIT_USAGE = 64
@@ -319,9 +322,30 @@ def cmd_pack(args: argparse.Namespace) -> None:
         search = dataclasses.replace(search, lm_path=EMBEDDED_LM)
     if search.lm_weight != 0.0 and not search.lm_path:
         raise ConfigError("--lm-weight is set but the model has no n-gram: add one with --lm FILE")
-    path = save_checkpoint(args.out, with_search_defaults(bundle, search, arpa))
+    packed = with_search_defaults(bundle, search, arpa)
+    if args.tune:
+        search = _tune_lm(packed, search, args.tune)
+        if search.lm_weight == 0.0:  # the LM did not help on dev: ship none
+            search = dataclasses.replace(search, lm_path="", length_bonus=0.0)
+        packed = with_search_defaults(packed, search, None if search.lm_path else "")
+    path = save_checkpoint(args.out, packed)
     lm_note = f", n-gram {search.lm_path} weight {search.lm_weight:g}" if search.lm_path else ""
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): default search {search.method}{lm_note}")
+
+
+def _tune_lm(bundle: ModelBundle, search: SearchConfig, dev_manifests: list[str]) -> SearchConfig:
+    """Dev-best LM weight and length bonus for ``bundle`` (which holds the n-gram); prints the grid."""
+    from asr.data.manifest import read_manifest
+    from asr.inference import Recognizer
+    from asr.training.lm_tuning import tune_lm_fusion
+
+    dev = [entry for path in dev_manifests for entry in read_manifest(path)]
+    best, points = tune_lm_fusion(Recognizer(bundle, device="cpu"), dev, search)
+    print(f"LM fusion on {len(dev)} dev utterances ({search.method}, beam {search.beam_size}):")
+    for p in points:
+        chosen = "  <- chosen" if (p.lm_weight, p.length_bonus) == (best.lm_weight, best.length_bonus) else ""
+        print(f"  lm_weight {p.lm_weight:<4g} length_bonus {p.length_bonus:<4g} WER {100 * p.wer:6.2f} %{chosen}")
+    return best
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -433,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="float32 checkpoint to start from")
     p.add_argument("--out", required=True, help="new checkpoint (may equal --model)")
     p.add_argument("--no-lm", action="store_true", help="drop the stored n-gram and LM fusion")
+    p.add_argument("--tune", action="append", metavar="DEV.jsonl", help="choose --lm-weight and --length-bonus "
+                   "on this dev manifest (repeatable; no LM if it does not help)")  # fmt: skip
     _add_search_args(p)
     p.set_defaults(func=cmd_pack)
 

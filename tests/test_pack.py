@@ -111,3 +111,28 @@ def test_checkpoint_naming_a_missing_stored_lm_is_refused(tiny_model_path, tmp_p
     assert read_payload(path).get("ngram_arpa") is None
     with pytest.raises(CheckpointError, match="stores no n-gram"):
         load_checkpoint(path)
+
+
+def test_tune_scores_the_grid_on_dev_and_ships_no_lm_when_it_does_not_help(
+    tiny_model_path, arpa, samples, tmp_path, capsys
+):
+    out = tmp_path / "tuned.pt"
+    args = ["pack", "--model", str(tiny_model_path), "--out", str(out), "--lm", str(arpa)]
+    assert main([*args, "--method", "ctc_prefix_beam", "--beam", "4", "--tune", str(samples.manifest)]) == 0
+    printed = capsys.readouterr().out
+    grid = [line for line in printed.splitlines() if line.strip().startswith("lm_weight")]
+    assert len(grid) == 1 + 6 * 3 and sum("<- chosen" in line for line in grid) == 1
+    chosen = next(line for line in grid if "<- chosen" in line)
+    no_lm_wer = float(grid[0].split("WER")[1].split("%")[0])
+    assert float(chosen.split("WER")[1].split("%")[0]) <= no_lm_wer
+    search = load_checkpoint(out).config.search
+    if "lm_weight 0 " in chosen:
+        assert search.lm_path == "" and search.lm_weight == 0.0 and load_checkpoint(out).ngram_arpa == ""
+    else:
+        assert search.lm_path == EMBEDDED_LM and search.lm_weight > 0.0
+
+
+def test_tune_refuses_a_search_without_a_beam(tiny_model_path, arpa, samples, tmp_path, capsys):
+    args = ["pack", "--model", str(tiny_model_path), "--out", str(tmp_path / "x.pt"), "--lm", str(arpa)]
+    assert main([*args, "--method", "ctc_greedy", "--tune", str(samples.manifest)]) == EXIT_ERROR
+    assert "beam search" in capsys.readouterr().err
