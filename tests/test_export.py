@@ -14,6 +14,7 @@ from asr.cli import main
 from asr.errors import CheckpointError
 from asr.export import ExportedModel, export_graph, quantize_checkpoint
 from asr.inference import Recognizer, pad_waveforms
+from asr.training.evaluate import score
 
 HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
@@ -79,7 +80,7 @@ def test_int8_weights_that_run_are_exactly_the_stored_ones(tiny_model_path, tmp_
 
 
 def test_bf16_checkpoint_transcribes_like_float32_with_float32_interfaces(
-    tiny_model_path, waveforms, float_texts, tmp_path
+    tiny_model_path, samples, waveforms, float_texts, tmp_path
 ):
     path = quantize_checkpoint(tiny_model_path, tmp_path / "bf16.pt", "bf16")
     assert path.stat().st_size < 0.6 * tiny_model_path.stat().st_size
@@ -88,7 +89,12 @@ def test_bf16_checkpoint_transcribes_like_float32_with_float32_interfaces(
     waves, wave_lens = pad_waveforms(waveforms[:2])
     enc, _ = recognizer.encode(waves, wave_lens)
     assert enc.dtype == torch.float32
-    assert [t.text for t in recognizer.transcribe_batch(waveforms)] == float_texts
+    # Exact text only where float32 is confident (the memorised samples): on the others the tiny
+    # model guesses, and bf16 rounding (whose kernels differ between CPUs) may flip a guessed letter.
+    memorised = sorted(range(len(samples.durations)), key=samples.durations.__getitem__)[:8]  # the fixture's set
+    texts = [t.text for t in recognizer.transcribe_batch(waveforms)]
+    assert [texts[i] for i in memorised] == [float_texts[i] for i in memorised]
+    assert score(float_texts, texts)[1] < 0.1  # and the guesses stay close
 
 
 def test_quantised_bundle_cannot_be_saved_or_requantised(tiny_model_path, tmp_path):
