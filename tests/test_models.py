@@ -335,3 +335,21 @@ def test_forward_chunk_direction_split_equals_the_doubled_batch_pass(
         monkeypatch.setattr(encoder_module, "_splits_directions", lambda layer: False)
         doubled = _encode_in_chunks(encoder, feats, chunk=8, right=4)
     torch.testing.assert_close(split, doubled, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+def test_chunked_training_pass_encodes_each_row_exactly_as_a_live_stream(rnn_type: RNNType) -> None:
+    """LC-BLSTM training must see the context streaming inference has, padding rows included."""
+    cfg = dataclasses.replace(TINY_ENCODER, rnn_type=rnn_type, chunk_right_context_frames=4)
+    encoder = RNNEncoder(cfg, NUM_MELS).eval()  # eval: no dropout, so the two passes are comparable
+    lengths = [41, 23, 9]
+    feats = torch.randn(len(lengths), max(lengths), NUM_MELS)
+    for row, length in enumerate(lengths):
+        feats[row, length:] = 0.0
+    with torch.no_grad():
+        enc, enc_lens = encoder._forward_chunked(feats, torch.tensor(lengths), chunk_frames=8)
+        for row, length in enumerate(lengths):
+            alone = _encode_in_chunks(encoder, feats[row : row + 1, :length], chunk=8, right=4)
+            assert int(enc_lens[row]) == alone.size(1)
+            torch.testing.assert_close(enc[row : row + 1, : alone.size(1)], alone, rtol=1e-5, atol=1e-5)
+            assert not enc[row, alone.size(1) :].any()

@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from asr.config import EncoderConfig
 from asr.errors import ConfigError
-from asr.models.subsampling import build_subsampling
+from asr.models.subsampling import time_mask, build_subsampling, subsampled_lengths
 
 
 def _build_rnn(rnn_type: str, input_size: int, hidden_size: int, bidirectional: bool) -> nn.RNNBase:
@@ -119,8 +119,13 @@ def _splits_directions(layer: nn.Module) -> TypeGuard[nn.RNNBase]:
     return type(layer) in (nn.LSTM, nn.GRU, nn.RNN) and isinstance(layer, nn.RNNBase) and layer.num_layers == 1
 
 
-def _run_direction(layer: nn.RNNBase, x: Tensor, state: RNNState | None, *, reverse: bool) -> tuple[Tensor, RNNState]:
-    """One direction of a one-layer ``layer`` over full-length rows ``x (B, T, H_in)`` → ``(B, T, H)``.
+def _run_direction(
+    layer: nn.RNNBase, x: Tensor, state: RNNState | None, *, reverse: bool, lens: Tensor | None = None
+) -> tuple[Tensor, RNNState]:
+    """One direction of a one-layer ``layer`` over rows ``x (B, T, H_in)`` → ``(B, T, H)``.
+
+    Rows are full length unless ``lens (B,)`` is given; then the reverse direction reads each
+    row from its own last valid frame (padding is visited after it, and its outputs are junk).
 
     The same fused kernel ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` call, given one direction's
     weights: streaming needs the forward direction's state at the chunk end and the backward
@@ -129,7 +134,13 @@ def _run_direction(layer: nn.RNNBase, x: Tensor, state: RNNState | None, *, reve
     suffix = "_reverse" if reverse else ""
     kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if layer.bias else ("weight_ih", "weight_hh")
     weights = [getattr(layer, f"{kind}_l0{suffix}") for kind in kinds]
-    if reverse:
+    order = None
+    if reverse and lens is not None:
+        steps = torch.arange(x.size(1), device=x.device)[None]  # (1, T)
+        last = lens.to(x.device)[:, None] - 1
+        order = torch.where(steps <= last, last - steps, steps)[:, :, None]  # its own inverse
+        x = x.gather(1, order.expand(-1, -1, x.size(2)))
+    elif reverse:
         x = x.flip(1)
     zeros = x.new_zeros(1, x.size(0), layer.hidden_size)
     final: RNNState
@@ -141,10 +152,14 @@ def _run_direction(layer: nn.RNNBase, x: Tensor, state: RNNState | None, *, reve
         run = _VF.gru if isinstance(layer, nn.GRU) else _VF.rnn_tanh if layer.nonlinearity == "tanh" else _VF.rnn_relu
         h0 = state if isinstance(state, Tensor) else zeros
         out, final = run(x, h0, weights, layer.bias, 1, 0.0, False, False, True)
+    if order is not None:
+        return out.gather(1, order.expand(-1, -1, out.size(2))), final
     return (out.flip(1) if reverse else out), final
 
 
-def _chunk_layer(layer: nn.RNNBase, x: Tensor, num_out: int, carried: RNNState | None) -> tuple[Tensor, RNNState]:
+def _chunk_layer(
+    layer: nn.RNNBase, x: Tensor, num_out: int, carried: RNNState | None, valid: Tensor | None = None
+) -> tuple[Tensor, RNNState]:
     """One LC-BLSTM layer over ``x (B, chunk + right, H_in)``: outputs and the forward state at the chunk end.
 
     The forward direction runs over the chunk from the carried state, then on over the
@@ -156,7 +171,7 @@ def _chunk_layer(layer: nn.RNNBase, x: Tensor, num_out: int, carried: RNNState |
         forward = torch.cat([forward, _run_direction(layer, x[:, num_out:], final, reverse=False)[0]], dim=1)
     if not layer.bidirectional:
         return forward, final
-    return torch.cat([forward, _run_direction(layer, x, None, reverse=True)[0]], dim=-1), final
+    return torch.cat([forward, _run_direction(layer, x, None, reverse=True, lens=valid)[0]], dim=-1), final
 
 
 class RNNEncoder(nn.Module):
@@ -210,12 +225,11 @@ class RNNEncoder(nn.Module):
         """
         if feats.size(0) == 0 or int(feat_lens.min()) < 1:
             raise ValueError("every utterance needs at least one feature frame")
-        x, enc_lens = self.subsampling(feats, feat_lens)  # (B, T', H)
         chunked = self.training and self.cfg.bidirectional and self.cfg.chunk_train_prob > 0.0
         if chunked and float(torch.rand(())) < self.cfg.chunk_train_prob:
             low, high = self.cfg.chunk_train_frames
-            chunk_frames = int(torch.randint(low, high + 1, ()))
-            return self._forward_chunked(x, enc_lens, chunk_frames), enc_lens
+            return self._forward_chunked(feats, feat_lens, int(torch.randint(low, high + 1, ())))
+        x, enc_lens = self.subsampling(feats, feat_lens)  # (B, T', H)
         packed = pack_padded_sequence(x, enc_lens.cpu(), batch_first=True, enforce_sorted=False)
         for index, rnn in enumerate(self.layers):
             packed, _ = rnn(packed)
@@ -226,48 +240,35 @@ class RNNEncoder(nn.Module):
         enc, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.size(1))  # (B, T', D)
         return enc, enc_lens
 
-    def _forward_chunked(self, x: Tensor, enc_lens: Tensor, chunk_frames: int) -> Tensor:
-        """LC-BLSTM training pass over subsampled ``x (B, T', H)``, in parallel over chunks.
+    def _forward_chunked(self, feats: Tensor, feat_lens: Tensor, chunk_frames: int) -> tuple[Tensor, Tensor]:
+        """LC-BLSTM training pass: the padded batch streamed through :meth:`forward_chunk`, chunk by chunk.
 
-        ``chunk_frames`` and the configured right context are feature frames, rounded up to
-        encoder frames. Per layer, the forward direction runs over the whole sequence (what
-        carrying its state across chunks computes) and the backward direction over each chunk
-        plus its right context from a zero state, all chunks as one batch. With one layer this
-        equals :meth:`forward_chunk` exactly; above it, the look-ahead frames a layer sees were
-        themselves encoded with their own chunk's look-ahead rather than the current one's, a
-        small mismatch accepted to avoid a Python loop over chunks. Each layer runs both
-        directions twice (one half of each run is discarded), so a chunked batch costs about
-        twice a full-context one.
+        Training runs the very code streaming inference runs, so the model learns exactly the
+        context it will have: each chunk's look-ahead frames are re-encoded inside that chunk's
+        segment at every layer, and the subsampling sees the same segment edges. (A parallel
+        shortcut that takes upper layers' look-ahead from the next chunk's own pass gives them
+        more context than inference has, and a model trained that way did not stream better.)
+        ``chunk_frames`` is rounded up to the subsampling factor; the loop is over chunks of the
+        longest utterance, each a batched forward, and shorter rows are handled by lengths.
         """
         factor = self.subsampling_factor
-        chunk = max(1, -(-chunk_frames // factor))
-        right = -(-self.cfg.chunk_right_context_frames // factor)
-        batch, num_frames, _ = x.shape
-        num_chunks = -(-num_frames // chunk)
-        hidden = self.cfg.hidden_size
-        starts = torch.arange(num_chunks, device=enc_lens.device) * chunk  # (K,)
-        segment_lens = (enc_lens[:, None] - starts[None]).clamp(0, chunk + right).flatten()  # (B·K,)
-        valid = (torch.arange(num_frames, device=x.device) < enc_lens[:, None].to(x.device))[:, :, None]
-        for index, layer in enumerate(self.layers):
-            packed = pack_padded_sequence(x, enc_lens.cpu(), batch_first=True, enforce_sorted=False)
-            full, _ = pad_packed_sequence(layer(packed)[0], batch_first=True, total_length=num_frames)
-            padded = nn.functional.pad(x, (0, 0, 0, num_chunks * chunk + right - num_frames))
-            segments = padded.unfold(1, chunk + right, chunk).transpose(2, 3)  # (B, K, chunk + right, H_in)
-            segments = segments.reshape(batch * num_chunks, chunk + right, -1)
-            packed = pack_padded_sequence(
-                segments, segment_lens.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        chunk = -(-chunk_frames // factor) * factor
+        right = self.cfg.chunk_right_context_frames
+        num_frames = feats.size(1)
+        state = EncoderChunkState()
+        outputs = []
+        for start in range(0, num_frames, chunk):
+            end = min(start + chunk, num_frames)
+            out, state = self.forward_chunk(
+                feats[:, start:end], feats[:, end : min(end + right, num_frames)], state, valid=feat_lens - start
             )
-            seg_out, _ = pad_packed_sequence(layer(packed)[0], batch_first=True, total_length=chunk + right)
-            backward = seg_out[:, :chunk, hidden:].reshape(batch, num_chunks * chunk, hidden)[:, :num_frames]
-            x = torch.cat([full[..., :hidden], backward], dim=-1) * valid  # (B, T', 2H)
-            if index < len(self.layers) - 1:
-                x = self.dropout(x)
-                if self.projections:
-                    x = self.projections[index](x)
-        return x
+            outputs.append(out)
+        enc_lens = subsampled_lengths(feat_lens, factor)
+        enc = torch.cat(outputs, dim=1)
+        return enc * time_mask(enc_lens, enc.size(1))[:, :, None].to(enc.dtype), enc_lens
 
     def forward_chunk(
-        self, feats: Tensor, right_feats: Tensor, state: EncoderChunkState
+        self, feats: Tensor, right_feats: Tensor, state: EncoderChunkState, *, valid: Tensor | None = None
     ) -> tuple[Tensor, EncoderChunkState]:
         """Encode one chunk for latency-controlled streaming: ``feats (B, T_c, F)`` → ``(B, ceil(T_c / factor), D)``.
 
@@ -277,6 +278,10 @@ class RNNEncoder(nn.Module):
         ``EncoderChunkState()``. With the whole rest of the utterance as right context every
         chunk equals the offline ``forward`` exactly; a shorter right context trades accuracy
         for latency. All B streams must use the same chunk and right-context sizes.
+
+        ``valid (B,)``, for padded training batches: feature frames of each row from the chunk's
+        start to its utterance's end (may exceed the segment, or be <= 0 past the end). The
+        backward direction then starts at each row's real end, as it does in a live stream.
         """
         factor = self.subsampling_factor
         batch = feats.size(0)
@@ -288,8 +293,12 @@ class RNNEncoder(nn.Module):
         # `factor` previous feature frames cover the conv receptive field's left extent (factor − 1).
         left = state.left_feats if state.left_feats is not None else feats[:, :0]
         segment = torch.cat([left, feats, right_feats], dim=1)
-        x, _ = self.subsampling(segment, torch.full((batch,), segment.size(1), device=feats.device))
+        seg_valid = torch.full((batch,), segment.size(1), device=feats.device)
+        if valid is not None:
+            seg_valid = (valid.to(feats.device) + left.size(1)).clamp(1, segment.size(1))
+        x, _ = self.subsampling(segment, seg_valid)
         x = x[:, left.size(1) // factor :]  # (B, chunk + right frames, H)
+        enc_valid = None if valid is None else subsampled_lengths(valid.clamp(min=1), factor).clamp(max=x.size(1))
         # Fallback for int8 layers: row B + b repeats row b cut at the chunk end; its forward state is carried.
         lens = torch.tensor([x.size(1)] * batch + [num_out] * batch)
         new_states: list[RNNState] = []
@@ -297,9 +306,11 @@ class RNNEncoder(nn.Module):
             bidirectional = bool(layer.bidirectional)  # nn.RNNBase, or its dynamic-int8 twin
             carried = state.forward_states
             if _splits_directions(layer):
-                x, final = _chunk_layer(layer, x, num_out, carried[index] if carried else None)
+                x, final = _chunk_layer(layer, x, num_out, carried[index] if carried else None, enc_valid)
                 new_states.append(final)
             else:
+                if valid is not None:
+                    raise ValueError("per-row lengths (chunked training) need float RNN layers")
                 initial = _chunk_initial_state(carried[index], bidirectional, batch) if carried else None
                 packed = pack_padded_sequence(torch.cat([x, x]), lens, batch_first=True, enforce_sorted=False)
                 packed, final = layer(packed, initial)

@@ -24,7 +24,7 @@ def subsampled_lengths(feat_lens: Tensor, factor: int) -> Tensor:
     return torch.div(feat_lens + factor - 1, factor, rounding_mode="floor")
 
 
-def _time_mask(lens: Tensor, size: int) -> Tensor:
+def time_mask(lens: Tensor, size: int) -> Tensor:
     """``(B, size)`` boolean mask, True on frames before each length."""
     return torch.arange(size, device=lens.device) < lens[:, None]
 
@@ -52,7 +52,7 @@ class FrameStacking(nn.Module):
 
     def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
         batch, num_frames, num_bins = feats.shape
-        feats = feats * _time_mask(feat_lens, num_frames)[:, :, None].to(feats.dtype)
+        feats = feats * time_mask(feat_lens, num_frames)[:, :, None].to(feats.dtype)
         pad = -num_frames % self.factor
         if pad:
             feats = nn.functional.pad(feats, (0, 0, 0, pad))
@@ -87,11 +87,11 @@ class ConvSubsampling(nn.Module):
     def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
         x = feats[:, None]  # (B, 1, T, F)
         lens = feat_lens
-        x = x * _time_mask(lens, x.size(2))[:, None, :, None].to(x.dtype)
+        x = x * time_mask(lens, x.size(2))[:, None, :, None].to(x.dtype)
         for conv, stride in zip(self.convs, self.strides, strict=True):
             x = torch.relu(conv(x))  # (B, C, ceil(T / s), ceil(F / s))
             lens = subsampled_lengths(lens, stride)
-            x = x * _time_mask(lens, x.size(2))[:, None, :, None].to(x.dtype)
+            x = x * time_mask(lens, x.size(2))[:, None, :, None].to(x.dtype)
         batch, channels, num_frames, num_bins = x.shape
         x = x.transpose(1, 2).reshape(batch, num_frames, channels * num_bins)  # (B, T', C·F')
         return self.proj(x), lens
