@@ -44,6 +44,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 RATE = 16000
 CHUNK_S = 0.1
+# What every request asks for; "default" leaves the model's stored search (the shipped model: beam + LM).
+METHODS = {
+    "default": "SEARCH_METHOD_UNSPECIFIED",
+    "ctc_greedy": "SEARCH_METHOD_CTC_GREEDY",
+    "ctc_prefix_beam": "SEARCH_METHOD_CTC_PREFIX_BEAM",
+}
 RIGHT_CONTEXT_S = 0.16  # the server's default right_context_ms
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -66,10 +72,24 @@ class ServerProcess:
     def __init__(self, model: Path, log: Path, *flags: str) -> None:
         self.address = f"127.0.0.1:{free_port()}"
         self.metrics_port = free_port()
-        command = [sys.executable, "-m", "server", "--model", str(model), "--host", "127.0.0.1",
-                   "--port", self.address.rsplit(":", 1)[1], "--metrics-port", str(self.metrics_port),
-                   "--log-level", "WARNING",
-                   "--grace-period-s", "2", *flags]
+        command = [
+            sys.executable,
+            "-m",
+            "server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            self.address.rsplit(":", 1)[1],
+            "--metrics-port",
+            str(self.metrics_port),
+            "--log-level",
+            "WARNING",
+            "--grace-period-s",
+            "2",
+            *flags,
+        ]
         self._log = log.open("w")
         self.process = subprocess.Popen(command, cwd=ROOT, stderr=self._log)
         with grpc.insecure_channel(self.address) as channel:
@@ -121,7 +141,7 @@ class StreamStats:
     errors: list[str] = field(default_factory=list)
 
 
-async def one_stream(stub: pb_grpc.RecognizerStub, pcm: bytes, delay_s: float, stats: StreamStats) -> None:
+async def one_stream(stub: pb_grpc.RecognizerStub, pcm: bytes, delay_s: float, stats: StreamStats, method: str) -> None:
     await asyncio.sleep(delay_s)
     chunk_bytes = int(CHUNK_S * RATE) * 2
     chunks = [pcm[i : i + chunk_bytes] for i in range(0, len(pcm), chunk_bytes)]
@@ -129,7 +149,7 @@ async def one_stream(stub: pb_grpc.RecognizerStub, pcm: bytes, delay_s: float, s
     total_s = len(pcm) / 2 / RATE
 
     async def requests() -> AsyncIterator[pb.StreamingRecognizeRequest]:
-        config = pb.RecognitionConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hz=RATE)
+        config = pb.RecognitionConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hz=RATE, search_method=method)
         yield pb.StreamingRecognizeRequest(config=pb.StreamingConfig(config=config, interim_results=True))
         start = time.perf_counter()
         for k, chunk in enumerate(chunks):
@@ -156,30 +176,38 @@ def percentile(values: list[float], q: float) -> str:
     return f"{np.percentile(values, q) * 1e3:.0f}" if values else "–"
 
 
-async def run_streams(server: ServerProcess, n: int, pcm: bytes, seed: int) -> list[object]:
+async def run_streams(server: ServerProcess, n: int, pcm: bytes, seed: int, method: str) -> list[object]:
     stats = StreamStats()
     rng = random.Random(seed)
     cpu_before, wall_before = server.cpu_seconds(), time.perf_counter()
     batches_before, items_before = server.batch_totals("step")
     async with aio.insecure_channel(server.address) as channel:
         stub = pb_grpc.RecognizerStub(channel)
-        await asyncio.gather(*(one_stream(stub, pcm, rng.uniform(0, 1.0), stats) for _ in range(n)))
+        await asyncio.gather(*(one_stream(stub, pcm, rng.uniform(0, 1.0), stats, method) for _ in range(n)))
     cpu = (server.cpu_seconds() - cpu_before) / (time.perf_counter() - wall_before)
     batches, items = server.batch_totals("step")
     mean_batch = (items - items_before) / max(1.0, batches - batches_before)
     errors = f"{len(stats.errors)} ({', '.join(sorted(set(stats.errors)))})" if stats.errors else "0"
     return [
-        n, percentile(stats.partial_latency_s, 50), percentile(stats.partial_latency_s, 99),
-        percentile(stats.server_latency_s, 50), percentile(stats.server_latency_s, 99),
-        percentile(stats.final_latency_s, 50), percentile(stats.final_latency_s, 99), f"{mean_batch:.1f}",
-        f"{cpu:.2f}", errors,
+        n,
+        percentile(stats.partial_latency_s, 50),
+        percentile(stats.partial_latency_s, 99),
+        percentile(stats.server_latency_s, 50),
+        percentile(stats.server_latency_s, 99),
+        percentile(stats.final_latency_s, 50),
+        percentile(stats.final_latency_s, 99),
+        f"{mean_batch:.1f}",
+        f"{cpu:.2f}",
+        errors,
     ]
 
 
-async def run_throughput(server: ServerProcess, clients: int, audio: bytes, audio_s: float, seconds: float) -> dict:
+async def run_throughput(
+    server: ServerProcess, clients: int, audio: bytes, audio_s: float, seconds: float, method: str
+) -> dict:
     done: list[float] = []
     errors: list[str] = []
-    request = pb.RecognizeRequest(config=pb.RecognitionConfig(), audio=audio)
+    request = pb.RecognizeRequest(config=pb.RecognitionConfig(search_method=method), audio=audio)
     async with aio.insecure_channel(server.address) as channel:
         stub = pb_grpc.RecognizerStub(channel)
         await stub.Recognize(request, timeout=60)  # warm-up
@@ -226,8 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--throughput-seconds", type=float, default=15.0)
     p.add_argument("--torch-threads", type=int, default=1, help="the server's model threads (its default)")
     p.add_argument("--logs", type=Path, default=Path("/tmp"))
+    p.add_argument("--method", choices=sorted(METHODS), default="default", help="search method every request asks for")
+    p.add_argument("--section", default="server", help="BENCHMARKS.md section to write")
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = p.parse_args(argv)
+    method, throughput_s = METHODS[args.method], args.throughput_seconds
     if not args.model.is_file():
         print(f"model {args.model} not found; pass --model", file=sys.stderr)
         return 2
@@ -237,46 +268,85 @@ def main(argv: list[str] | None = None) -> int:
     audio_s = len(load_audio(flac, RATE)) / RATE
 
     single_ms, batched_ms = model_batch_gain(args.model, load_audio(flac, RATE), args.clients, args.torch_threads)
-    server = ServerProcess(args.model, args.logs / "bench_server_on.log", "--max-batch-size", "32",
-                           "--torch-threads", str(args.torch_threads))
+    server = ServerProcess(
+        args.model,
+        args.logs / "bench_server_on.log",
+        "--max-batch-size",
+        "32",
+        "--torch-threads",
+        str(args.torch_threads),
+    )
     try:
-        stream_rows = [asyncio.run(run_streams(server, n, pcm, seed=n)) for n in args.streams]
-        on = asyncio.run(run_throughput(server, args.clients, flac.read_bytes(), audio_s, args.throughput_seconds))
+        stream_rows = [asyncio.run(run_streams(server, n, pcm, seed=n, method=method)) for n in args.streams]
+        on = asyncio.run(run_throughput(server, args.clients, flac.read_bytes(), audio_s, throughput_s, method))
     finally:
         server.stop()
-    server = ServerProcess(args.model, args.logs / "bench_server_off.log", "--max-batch-size", "1",
-                           "--torch-threads", str(args.torch_threads))
+    server = ServerProcess(
+        args.model,
+        args.logs / "bench_server_off.log",
+        "--max-batch-size",
+        "1",
+        "--torch-threads",
+        str(args.torch_threads),
+    )
     try:
-        off = asyncio.run(run_throughput(server, args.clients, flac.read_bytes(), audio_s, args.throughput_seconds))
+        off = asyncio.run(run_throughput(server, args.clients, flac.read_bytes(), audio_s, throughput_s, method))
     finally:
         server.stop()
 
-    body = "\n\n".join([
-        f"## Server (`benchmarks/bench_server.py`)\n\n{machine_line()}; model `{args.model.name}`; "
-        f"server and load generator share the machine's {os.cpu_count()} cores over loopback "
-        f"(1-minute load average {load_average:.1f} when the run started: other processes were using the cores too).",
-        f"Concurrent real-time streams ({len(pcm) / 2 / RATE:.1f} s of speech each, 100 ms chunks paced in "
-        "real time, interim results on, chunk 320 ms + right context 160 ms). Latencies in ms: partial = from "
-        "sending the audio a partial needed (its end time + right context) to receiving it; server = the "
-        "server's own processing latency; final = from the last chunk to the final result. CPU = server "
-        "process cores busy.",
-        table(["streams", "partial p50", "partial p99", "server p50", "server p99", "final p50", "final p99",
-               "mean batch", "CPU (cores)", "errors"], stream_rows),
-        f"Recognize throughput, {args.clients} concurrent clients, {audio_s:.1f} s FLAC per request, "
-        f"{args.throughput_seconds:g} s each, same run:",
-        table(["batcher", "requests/s", "audio s/s", "p50 latency ms", "mean batch", "errors"], [
-            [name, f"{r['rps']:.1f}", f"{r['audio_x']:.1f}", f"{r['p50_ms']:.0f}", f"{r['mean_batch']:.1f}",
-             r["errors"]]
-            for name, r in (("on (max_batch_size 32)", on), ("off (max_batch_size 1)", off))
-        ]),
-        f"Batcher speed-up: **{on['rps'] / max(off['rps'], 1e-9):.1f}×** (goal ≥ 4×). For reference, the model "
-        f"alone (`transcribe_batch` in-process, no server) takes {single_ms:.1f} ms per utterance at batch 1 and "
-        f"{batched_ms:.1f} ms at batch {args.clients} ({single_ms / batched_ms:.1f}× from batching the forward "
-        "pass itself); the rest of the server's gain comes from amortising per-call overhead.",
-    ])
+    body = "\n\n".join(
+        [
+            f"## Server (`benchmarks/bench_server.py --method {args.method}`)\n\n"
+            f"{machine_line()}; model `{args.model.name}` "
+            f"(search: {'its stored default' if args.method == 'default' else args.method}); "
+            f"server and load generator share the machine's {os.cpu_count()} cores over loopback "
+            f"(1-minute load average {load_average:.1f} when the run started: other processes were using the "
+            "cores too).",
+            f"Concurrent real-time streams ({len(pcm) / 2 / RATE:.1f} s of speech each, 100 ms chunks paced in "
+            "real time, interim results on, chunk 320 ms + right context 160 ms). Latencies in ms: partial = from "
+            "sending the audio a partial needed (its end time + right context) to receiving it; server = the "
+            "server's own processing latency; final = from the last chunk to the final result. CPU = server "
+            "process cores busy.",
+            table(
+                [
+                    "streams",
+                    "partial p50",
+                    "partial p99",
+                    "server p50",
+                    "server p99",
+                    "final p50",
+                    "final p99",
+                    "mean batch",
+                    "CPU (cores)",
+                    "errors",
+                ],
+                stream_rows,
+            ),
+            f"Recognize throughput, {args.clients} concurrent clients, {audio_s:.1f} s FLAC per request, "
+            f"{args.throughput_seconds:g} s each, same run:",
+            table(
+                ["batcher", "requests/s", "audio s/s", "p50 latency ms", "mean batch", "errors"],
+                [
+                    [
+                        name,
+                        f"{r['rps']:.1f}",
+                        f"{r['audio_x']:.1f}",
+                        f"{r['p50_ms']:.0f}",
+                        f"{r['mean_batch']:.1f}",
+                        r["errors"],
+                    ]
+                    for name, r in (("on (max_batch_size 32)", on), ("off (max_batch_size 1)", off))
+                ],
+            ),
+            f"Batcher speed-up: **{on['rps'] / max(off['rps'], 1e-9):.1f}×** (goal ≥ 4×). For reference, the model "
+            f"alone (`transcribe_batch` in-process, no server) takes {single_ms:.1f} ms per utterance at batch 1 and "
+            f"{batched_ms:.1f} ms at batch {args.clients} ({single_ms / batched_ms:.1f}× from batching the forward "
+            "pass itself); the rest of the server's gain comes from amortising per-call overhead.",
+        ]
+    )
     print(body)
     if not args.no_write:
-        update_section("server", body)
+        update_section(args.section, body)
     return 0
 
 
