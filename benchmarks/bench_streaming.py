@@ -8,7 +8,7 @@ For each chunk:right-context setting (ms) it measures:
 - WER of streaming (LC-BLSTM chunks, endpointing off so each test utterance gives one final)
   against full-context decoding of the same utterances with the same search;
 - algorithmic latency (chunk + look-ahead) and the measured compute of one ``step_batch`` with
-  1 and 32 concurrent sessions (p50/p99), as a fraction of the chunk's audio duration;
+  ``--sessions`` concurrent sessions (p50/p99), as a fraction of the chunk's audio duration;
 - end of speech → final: compute of ``finish()`` once the client ends the stream at end of
   speech (p50/p99), and, with endpointing, stream time from the end of the utterance's audio to
   the emitted final (endpoint silence + chunk quantisation + look-ahead);
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--endpoint-ms", type=int, default=300, help="endpoint silence for the latency rows")
     parser.add_argument("--minutes", type=float, default=60.0, help="length of the memory stream")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    parser.add_argument("--sessions", default="1,32,200", help="concurrent sessions per step_batch to time")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
@@ -159,7 +160,7 @@ def main() -> None:
         wer = score(refs, _stream_texts(recognizer, waves, options))[0]
         relative = f"{100 * (wer - full_wer) / full_wer:+.1f} %" if full_wer > 0 else "-"
         accuracy_rows.append([f"{chunk_ms} + {right_ms}", chunk_ms + right_ms, f"{100 * wer:.2f}", relative])
-        for num in (1, 32):
+        for num in [int(n) for n in args.sessions.split(",")]:
             times = _step_times(recognizer, waves, options, num)
             p50, p99 = 1000 * _percentile(times, 50), 1000 * _percentile(times, 99)
             speed_rows.append([f"{chunk_ms} + {right_ms}", num, f"{p50:.1f}", f"{p99:.1f}", f"{p50 / chunk_ms:.3f}"])
@@ -183,7 +184,8 @@ def main() -> None:
         [
             "## Streaming (LC-BLSTM)",
             f"`python -m benchmarks.bench_streaming --model {args.model} --manifest {args.manifest} "
-            f"--limit {args.limit} --settings {args.settings} --minutes {args.minutes:g}` — {len(entries)} "
+            f"--limit {args.limit} --settings {args.settings} --minutes {args.minutes:g} --sessions {args.sessions}` — "
+            f"{len(entries)} "
             f"utterances, {machine_line()}, device {args.device}.",
             "WER, streaming against full context (same greedy/beam search, endpointing off):",
             table(["chunk + look-ahead (ms)", "algorithmic latency (ms)", "WER %", "relative to full"], accuracy_rows),

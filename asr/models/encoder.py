@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from asr.config import EncoderConfig
 from asr.errors import ConfigError
-from asr.models.subsampling import time_mask, build_subsampling, subsampled_lengths
+from asr.models.subsampling import build_subsampling, subsampled_lengths, time_mask
 
 
 def _build_rnn(rnn_type: str, input_size: int, hidden_size: int, bidirectional: bool) -> nn.RNNBase:
