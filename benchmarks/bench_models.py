@@ -24,8 +24,9 @@ import torch
 from asr.audio import load_audio
 from asr.data.manifest import read_manifest
 from asr.inference import Recognizer
-from asr.streaming import StreamingOptions, step_batch
+from asr.streaming import StreamingOptions
 from asr.training.evaluate import evaluate, score
+from benchmarks.bench_streaming import stream_texts
 from benchmarks.report import machine_line, table, update_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,23 +39,11 @@ DEFAULT_SETS = (
 
 
 def stream_wer(recognizer: Recognizer, manifest: str, chunk_ms: int, right_ms: int) -> float:
-    """WER of one streaming session per utterance, 32 sessions stepped per batch, endpointing off."""
+    """WER of one streaming session per utterance (``bench_streaming.stream_texts``), endpointing off."""
     entries = read_manifest(manifest)
     options = StreamingOptions(chunk_ms=chunk_ms, right_context_ms=right_ms, endpoint_silence_ms=0)
-    texts: list[str] = []
-    for start in range(0, len(entries), 32):
-        group = entries[start : start + 32]
-        sessions = [recognizer.open_stream(options) for _ in group]
-        for session, entry in zip(sessions, group, strict=True):
-            session.push(load_audio(entry.audio, recognizer.sample_rate))
-        finals: list[list[str]] = [[] for _ in sessions]
-        while any(s.ready() for s in sessions):
-            for out, results in zip(finals, step_batch(sessions), strict=True):
-                out.extend(r.transcript.text for r in results if r.is_final)
-        for out, session in zip(finals, sessions, strict=True):
-            out.extend(r.transcript.text for r in session.finish() if r.is_final)
-            texts.append(" ".join(out))
-    return score([e.text for e in entries], texts)[0]
+    waves = [load_audio(e.audio, recognizer.sample_rate) for e in entries]
+    return score([e.text for e in entries], stream_texts(recognizer, waves, options))[0]
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def _stream_texts(recognizer: Recognizer, waves: list[np.ndarray], options: StreamingOptions) -> list[str]:
+def stream_texts(recognizer: Recognizer, waves: list[np.ndarray], options: StreamingOptions) -> list[str]:
     """Final text of every waveform streamed as its own session, 32 sessions stepped per batch."""
     texts = []
     for start in range(0, len(waves), 32):
@@ -154,10 +154,12 @@ def main() -> None:
     full_wer = score(refs, [t.text for t in recognizer.transcribe_batch(waves)])[0]
     settings = [tuple(int(v) for v in s.split(":")) for s in args.settings.split(",")]
 
-    accuracy_rows, speed_rows, final_rows = [["full context", "-", f"{100 * full_wer:.2f}", "-"]], [], []
+    accuracy_rows: list[list[object]] = [["full context", "-", f"{100 * full_wer:.2f}", "-"]]
+    speed_rows: list[list[object]] = []
+    final_rows: list[list[object]] = []
     for chunk_ms, right_ms in settings:
         options = StreamingOptions(chunk_ms=chunk_ms, right_context_ms=right_ms, endpoint_silence_ms=0)
-        wer = score(refs, _stream_texts(recognizer, waves, options))[0]
+        wer = score(refs, stream_texts(recognizer, waves, options))[0]
         relative = f"{100 * (wer - full_wer) / full_wer:+.1f} %" if full_wer > 0 else "-"
         accuracy_rows.append([f"{chunk_ms} + {right_ms}", chunk_ms + right_ms, f"{100 * wer:.2f}", relative])
         for num in [int(n) for n in args.sessions.split(",")]:

@@ -299,8 +299,6 @@ class RNNEncoder(nn.Module):
         x, _ = self.subsampling(segment, seg_valid)
         x = x[:, left.size(1) // factor :]  # (B, chunk + right frames, H)
         enc_valid = None if valid is None else subsampled_lengths(valid.clamp(min=1), factor).clamp(max=x.size(1))
-        # Fallback for int8 layers: row B + b repeats row b cut at the chunk end; its forward state is carried.
-        lens = torch.tensor([x.size(1)] * batch + [num_out] * batch)
         new_states: list[RNNState] = []
         for index, layer in enumerate(self.layers):
             bidirectional = bool(layer.bidirectional)  # nn.RNNBase, or its dynamic-int8 twin
@@ -311,6 +309,8 @@ class RNNEncoder(nn.Module):
             else:
                 if valid is not None:
                     raise ValueError("per-row lengths (chunked training) need float RNN layers")
+                # int8 layers: row B + b repeats row b cut at the chunk end; its forward state is carried.
+                lens = torch.tensor([x.size(1)] * batch + [num_out] * batch)
                 initial = _chunk_initial_state(carried[index], bidirectional, batch) if carried else None
                 packed = pack_padded_sequence(torch.cat([x, x]), lens, batch_first=True, enforce_sorted=False)
                 packed, final = layer(packed, initial)
