@@ -11,7 +11,8 @@ attention-rescored, two-pass). An utterance ends when the best path has been bla
 ``endpoint_silence_ms``; the encoder and search then restart, so hours of audio keep memory flat.
 
 Times are seconds from the start of the stream. :func:`step_batch` advances many sessions with
-one encoder forward (states stacked and split), which is what the server's batcher calls.
+one encoder forward (states stacked and split), and :func:`finish_batch` ends many at once; the
+server's batcher calls both.
 """
 
 from __future__ import annotations
@@ -196,24 +197,9 @@ class StreamingSession:
             results.extend(step_batch([self])[0])
         return results
 
-    @torch.inference_mode()
     def finish(self) -> list[StreamingResult]:
         """End of stream: encode what is left with whatever look-ahead exists, emit the final result(s)."""
-        if self._closed:
-            return []
-        results: list[StreamingResult] = []
-        while self.ready():
-            results.extend(step_batch([self])[0])
-        _compute_features([self], len(self._pending) + self._frames_in_buffer())
-        if self._total_samples and self._frames_consumed == 0 and len(self._pending) == 0:
-            _compute_features([self], 1, pad_short=True)  # shorter than one window: one padded frame, as offline
-        while len(self._pending):
-            size = min(self.chunk_frames, len(self._pending))
-            results.extend(_encode_group([self], size, started=self._enc_state.started)[0])
-        if self._search.final().best.tokens:
-            results.append(self._final(end_s=self.audio_seconds))
-        self._closed = True
-        return results
+        return finish_batch([self])[0]
 
     def reset(self) -> None:
         """Forget everything and start a new stream at time 0."""
@@ -367,6 +353,41 @@ def _encode_group(sessions: Sequence[StreamingSession], size: int, *, started: b
     return [s._advance(enc[b : b + 1], log_probs[b], states[b], size) for b, s in enumerate(sessions)]
 
 
+def _encode_tails(sessions: Sequence[StreamingSession], *, started: bool) -> list[list[StreamingResult]]:
+    """Encode the next piece of every session's end-of-stream tail in one forward pass.
+
+    A tail is shorter than chunk + right context and its length differs per stream, so rows are
+    padded and ``forward_chunk`` is given each row's real length (``valid``): each row sees
+    exactly what it would alone — its chunk (or less) and whatever look-ahead is left.
+    """
+    first = sessions[0]
+    chunk, right, factor = first.chunk_frames, first.right_frames, first.recognizer.model.subsampling_factor
+    lengths = [min(len(s._pending), chunk + right) for s in sessions]
+    sizes = [min(chunk, length) for length in lengths]
+    width = min(chunk, max(lengths))
+    feats = torch.zeros(len(sessions), width, first._pending.size(1), device=first._pending.device)
+    right_feats = torch.zeros(len(sessions), max(lengths) - width, feats.size(2), device=feats.device)
+    for b, (session, length) in enumerate(zip(sessions, lengths, strict=True)):
+        feats[b, : min(width, length)] = session._pending[: min(width, length)]
+        right_feats[b, : max(0, length - width)] = session._pending[width:length]
+    state = EncoderChunkState.stack([s._enc_state for s in sessions]) if started else EncoderChunkState()
+    model = first.recognizer.model
+    valid = torch.tensor(lengths)
+    enc, new_state = model.encoder.forward_chunk(feats, right_feats, state, valid=valid)  # (B, T'_c, D)
+    log_probs = model.ctc_log_probs(enc).float().cpu()  # (B, T'_c, V)
+    states = new_state.split()
+    results = []
+    for b, (session, size) in enumerate(zip(sessions, sizes, strict=True)):
+        frames = -(-size // factor)
+        results.append(session._advance(enc[b : b + 1, :frames], log_probs[b, :frames], states[b], size))
+    return results
+
+
+def _encode_tail_alone(session: StreamingSession) -> list[StreamingResult]:
+    size = min(session.chunk_frames, len(session._pending))
+    return _encode_group([session], size, started=session._enc_state.started)[0]
+
+
 @torch.inference_mode()
 def step_batch(sessions: Sequence[StreamingSession]) -> list[list[StreamingResult]]:
     """Encode one chunk of every ready session; results per session, in order (empty if not ready).
@@ -386,4 +407,48 @@ def step_batch(sessions: Sequence[StreamingSession]) -> list[list[StreamingResul
         _compute_features(group, chunk + right)
         for i, out in zip(indices, _encode_group(group, chunk, started=started), strict=True):
             results[i] = out
+    return results
+
+
+@torch.inference_mode()
+def finish_batch(sessions: Sequence[StreamingSession]) -> list[list[StreamingResult]]:
+    """End of stream for every session: encode what is left with whatever look-ahead exists and
+    emit the final result(s); results per session, in order. Finished sessions are closed.
+
+    Streams that end together (a burst of hang-ups) share forward passes: whole chunks still
+    buffered go through :func:`step_batch`, then the tails (each shorter than chunk + right
+    context) are encoded side by side with per-row lengths, so ending 100 streams costs a few
+    batched passes instead of 100 single ones. Each stream's result equals finishing it alone.
+    """
+    results: list[list[StreamingResult]] = [[] for _ in sessions]
+    live = [i for i, s in enumerate(sessions) if not s._closed]
+    while ready := [i for i in live if sessions[i].ready()]:
+        for i, out in zip(ready, step_batch([sessions[i] for i in ready]), strict=True):
+            results[i].extend(out)
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i in live:
+        session = sessions[i]
+        groups.setdefault((id(session.recognizer), session.chunk_frames, session.right_frames), []).append(i)
+    for (_, chunk, right), indices in groups.items():
+        group = [sessions[i] for i in indices]
+        _compute_features(group, chunk + right)  # not ready: everything buffered fits in chunk + right
+        for session in group:
+            if session._total_samples and session._frames_consumed == 0 and len(session._pending) == 0:
+                _compute_features([session], 1, pad_short=True)  # shorter than one window: one padded frame
+        row_lengths = group[0].recognizer.model.encoder.chunk_row_lengths
+        while pending := [i for i in indices if len(sessions[i]._pending)]:
+            # A first chunk has no state to stack with the others' (an endpoint inside a tail restarts one).
+            part = [i for i in pending if not sessions[i]._enc_state.started] or pending
+            started = sessions[part[0]]._enc_state.started
+            if row_lengths:
+                outs = _encode_tails([sessions[i] for i in part], started=started)
+            else:  # int8 layers take no per-row lengths: one stream at a time
+                outs = [_encode_tail_alone(sessions[i]) for i in part]
+            for i, out in zip(part, outs, strict=True):
+                results[i].extend(out)
+    for i in live:
+        session = sessions[i]
+        if session._search.final().best.tokens:
+            results[i].append(session._final(end_s=session.audio_seconds))
+        session._closed = True
     return results

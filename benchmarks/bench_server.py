@@ -60,10 +60,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (Linux): [0] state, [1] parent pid, [11:13] CPU ticks."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """User + system CPU seconds of a process and its live descendants (server workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError):
+                continue  # exited while scanning
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = _stat(current)
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        todo.extend(children.get(current, []))
+    return total
 
 
 class ServerProcess:
@@ -176,15 +196,32 @@ def percentile(values: list[float], q: float) -> str:
     return f"{np.percentile(values, q) * 1e3:.0f}" if values else "–"
 
 
-async def run_streams(server: ServerProcess, n: int, pcm: bytes, seed: int, method: str) -> list[object]:
+def channels(address: str, count: int) -> list[aio.Channel]:
+    """``count`` channels, each on its own TCP connection (gRPC would otherwise share one subchannel):
+    like ``count`` separate clients, and what lets the kernel spread them over server workers."""
+    return [aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(count)]
+
+
+async def run_streams(
+    server: ServerProcess, n: int, pcm: bytes, seed: int, method: str, connections: int
+) -> list[object]:
     stats = StreamStats()
     rng = random.Random(seed)
     cpu_before, wall_before = server.cpu_seconds(), time.perf_counter()
+    client_before = time.process_time()
     batches_before, items_before = server.batch_totals("step")
-    async with aio.insecure_channel(server.address) as channel:
-        stub = pb_grpc.RecognizerStub(channel)
-        await asyncio.gather(*(one_stream(stub, pcm, rng.uniform(0, 1.0), stats, method) for _ in range(n)))
-    cpu = (server.cpu_seconds() - cpu_before) / (time.perf_counter() - wall_before)
+    opened = channels(server.address, connections)
+    stubs = [pb_grpc.RecognizerStub(channel) for channel in opened]
+    try:
+        await asyncio.gather(
+            *(one_stream(stubs[i % connections], pcm, rng.uniform(0, 1.0), stats, method) for i in range(n))
+        )
+    finally:
+        for channel in opened:
+            await channel.close()
+    wall = time.perf_counter() - wall_before
+    cpu = (server.cpu_seconds() - cpu_before) / wall
+    client_cpu = (time.process_time() - client_before) / wall
     batches, items = server.batch_totals("step")
     mean_batch = (items - items_before) / max(1.0, batches - batches_before)
     errors = f"{len(stats.errors)} ({', '.join(sorted(set(stats.errors)))})" if stats.errors else "0"
@@ -198,23 +235,26 @@ async def run_streams(server: ServerProcess, n: int, pcm: bytes, seed: int, meth
         percentile(stats.final_latency_s, 99),
         f"{mean_batch:.1f}",
         f"{cpu:.2f}",
+        f"{client_cpu:.2f}",
         errors,
     ]
 
 
 async def run_throughput(
-    server: ServerProcess, clients: int, audio: bytes, audio_s: float, seconds: float, method: str
+    server: ServerProcess, clients: int, audio: bytes, audio_s: float, seconds: float, method: str, connections: int
 ) -> dict:
     done: list[float] = []
     errors: list[str] = []
     request = pb.RecognizeRequest(config=pb.RecognitionConfig(search_method=method), audio=audio)
-    async with aio.insecure_channel(server.address) as channel:
-        stub = pb_grpc.RecognizerStub(channel)
-        await stub.Recognize(request, timeout=60)  # warm-up
+    opened = channels(server.address, connections)
+    stubs = [pb_grpc.RecognizerStub(channel) for channel in opened]
+    try:
+        for stub in stubs:
+            await stub.Recognize(request, timeout=60)  # warm-up (every worker, when there are several)
         batches_before, items_before = server.batch_totals("recognize")
         stop_at = time.perf_counter() + seconds
 
-        async def client() -> None:
+        async def client(stub: pb_grpc.RecognizerStub) -> None:
             while time.perf_counter() < stop_at:
                 start = time.perf_counter()
                 try:
@@ -224,8 +264,11 @@ async def run_throughput(
                     errors.append(error.code().name)
 
         start = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(client(stubs[i % connections]) for i in range(clients)))
         wall = time.perf_counter() - start
+    finally:
+        for channel in opened:
+            await channel.close()
     batches, items = server.batch_totals("recognize")
     return {
         "mean_batch": (items - items_before) / max(1.0, batches - batches_before),
@@ -253,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--throughput-seconds", type=float, default=15.0)
     p.add_argument("--torch-threads", type=int, default=1, help="the server's model threads (its default)")
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (asr-server --workers)")
+    p.add_argument("--connections", type=int, default=8, help="client TCP connections the streams/clients spread over")
     p.add_argument("--logs", type=Path, default=Path("/tmp"))
     p.add_argument("--method", choices=sorted(METHODS), default="default", help="search method every request asks for")
     p.add_argument("--section", default="server", help="BENCHMARKS.md section to write")
@@ -275,10 +320,17 @@ def main(argv: list[str] | None = None) -> int:
         "32",
         "--torch-threads",
         str(args.torch_threads),
+        "--workers",
+        str(args.workers),
     )
     try:
-        stream_rows = [asyncio.run(run_streams(server, n, pcm, seed=n, method=method)) for n in args.streams]
-        on = asyncio.run(run_throughput(server, args.clients, flac.read_bytes(), audio_s, throughput_s, method))
+        stream_rows = [
+            asyncio.run(run_streams(server, n, pcm, seed=n, method=method, connections=args.connections))
+            for n in args.streams
+        ]
+        on = asyncio.run(
+            run_throughput(server, args.clients, flac.read_bytes(), audio_s, throughput_s, method, args.connections)
+        )
     finally:
         server.stop()
     server = ServerProcess(
@@ -288,25 +340,30 @@ def main(argv: list[str] | None = None) -> int:
         "1",
         "--torch-threads",
         str(args.torch_threads),
+        "--workers",
+        str(args.workers),
     )
     try:
-        off = asyncio.run(run_throughput(server, args.clients, flac.read_bytes(), audio_s, throughput_s, method))
+        off = asyncio.run(
+            run_throughput(server, args.clients, flac.read_bytes(), audio_s, throughput_s, method, args.connections)
+        )
     finally:
         server.stop()
 
     body = "\n\n".join(
         [
-            f"## Server (`benchmarks/bench_server.py --method {args.method}`)\n\n"
+            f"## Server (`benchmarks/bench_server.py --method {args.method} --workers {args.workers}`)\n\n"
             f"{machine_line()}; model `{args.model.name}` "
             f"(search: {'its stored default' if args.method == 'default' else args.method}); "
-            f"server and load generator share the machine's {os.cpu_count()} cores over loopback "
+            f"{args.workers} server worker process(es) (`--workers`) and the load generator share the machine's "
+            f"{os.cpu_count()} cores over loopback; the load spreads over {args.connections} client connections "
             f"(1-minute load average {load_average:.1f} when the run started: other processes were using the "
             "cores too).",
             f"Concurrent real-time streams ({len(pcm) / 2 / RATE:.1f} s of speech each, 100 ms chunks paced in "
             "real time, interim results on, chunk 320 ms + right context 160 ms). Latencies in ms: partial = from "
             "sending the audio a partial needed (its end time + right context) to receiving it; server = the "
-            "server's own processing latency; final = from the last chunk to the final result. CPU = server "
-            "process cores busy.",
+            "server's own processing latency; final = from the last chunk to the final result. CPU = cores busy in the "
+            "server processes and in the load generator.",
             table(
                 [
                     "streams",
@@ -317,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                     "final p50",
                     "final p99",
                     "mean batch",
-                    "CPU (cores)",
+                    "server CPU (cores)",
+                    "load generator CPU",
                     "errors",
                 ],
                 stream_rows,

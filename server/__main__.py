@@ -14,15 +14,17 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from asr.errors import AsrError
+from asr.errors import AsrError, ConfigError
 from asr.inference import Recognizer
 from server.app import build_server
 from server.config import ServerConfig, load_server_config
 from server.interceptors import RequestIdFilter
+from server.workers import serve_workers
 
 logger = logging.getLogger("server")
 
@@ -64,8 +66,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[str | None, dict[str, Any]]:
     p.add_argument("--port", type=int)
     p.add_argument("--device", help="auto, cpu or cuda[:N]")
     p.add_argument("--torch-threads", type=int, help="model intra-op threads (default 1; 0 = one per core)")
+    p.add_argument("--workers", type=int, help="server processes sharing the port (default 1); one per core")
     p.add_argument("--max-batch-size", type=int, help="1 turns the batcher off")
     p.add_argument("--max-batch-delay-ms", type=float)
+    p.add_argument("--stream-batch-delay-ms", type=float)
     p.add_argument("--max-concurrent-streams", type=int)
     p.add_argument("--metrics-port", type=int, help="-1 turns the Prometheus exporter off")
     p.add_argument("--tokens-file", help="bearer tokens, one per line")
@@ -98,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_server_config(config_path, flags)
         configure_logging(cfg.log_level, cfg.log_format)
+        if cfg.workers > 1:
+            if not Path(cfg.model).is_file():
+                raise ConfigError(f"model {cfg.model} does not exist")
+            return serve_workers(cfg)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         recognizer = Recognizer.from_checkpoint(cfg.model, device=cfg.device)

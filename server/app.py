@@ -93,6 +93,7 @@ async def build_server(cfg: ServerConfig, recognizer: Recognizer) -> RunningServ
         recognizer,
         max_batch_size=cfg.max_batch_size,
         max_batch_delay_ms=cfg.max_batch_delay_ms,
+        stream_batch_delay_ms=cfg.stream_batch_delay_ms,
         max_queue_size=cfg.max_queue_size,
         metrics=metrics,
     )

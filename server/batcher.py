@@ -1,7 +1,8 @@
 """Dynamic batching: one worker thread owns the model and merges concurrent work into forward passes.
 
 Recognize requests with identical search settings run as one :meth:`Recognizer.transcribe_batch`;
-stream chunk steps run as one :func:`asr.streaming.step_batch`. The worker takes the first queued
+stream chunk steps run as one :func:`asr.streaming.step_batch`, stream ends as one
+:func:`asr.streaming.finish_batch`. The worker takes the first queued
 item, waits up to ``max_batch_delay_ms`` for up to ``max_batch_size`` items, groups them and runs
 each group. The model never runs on the event loop, and only this thread touches it, so the
 GPU (or the CPU threads) see one stream of large batches instead of contending small ones.
@@ -27,7 +28,7 @@ import numpy as np
 from asr.config import SearchConfig
 from asr.errors import AsrError, LimitExceeded
 from asr.inference import Recognizer, Transcript
-from asr.streaming import StreamingResult, StreamingSession, step_batch
+from asr.streaming import StreamingResult, StreamingSession, finish_batch, step_batch
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -56,10 +57,16 @@ class DynamicBatcher:
         max_batch_delay_ms: float,
         max_queue_size: int,
         metrics: ServerMetrics,
+        stream_batch_delay_ms: float | None = None,
     ) -> None:
         self._recognizer = recognizer
         self._max_batch_size = max_batch_size
-        self._max_delay_s = max_batch_delay_ms / 1000.0
+        delay_s = max_batch_delay_ms / 1000.0
+        stream_delay_s = delay_s if stream_batch_delay_ms is None else stream_batch_delay_ms / 1000.0
+        self._delay_s: dict[Kind, float] = {"recognize": delay_s, "step": stream_delay_s, "finish": stream_delay_s}
+        # Open streams, kept by the servicer: once every one of them has a step queued, no more can come
+        # (0 = not counted: wait the full delay).
+        self.open_streams = 0
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_queue_size)
         self._metrics = metrics
         self._closed = False
@@ -76,7 +83,7 @@ class DynamicBatcher:
 
     def submit_finish(self, session: StreamingSession) -> Future[list[StreamingResult]]:
         """Queue the end-of-stream flush of a session (it runs the model too, so on this thread)."""
-        return self._put(_Item("finish", Future(), session=session, group=("f", id(session))))
+        return self._put(_Item("finish", Future(), session=session, group=("f",)))
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop after the queued work is done (already-queued futures still resolve)."""
@@ -108,13 +115,21 @@ class DynamicBatcher:
             del items
 
     def _collect(self) -> tuple[list[_Item], bool]:
-        """The next batch (waiting up to the batch delay for company) and whether to keep running."""
+        """The next batch and whether to keep running.
+
+        Each item waits at most its kind's delay for company. Stream items may wait longer than
+        Recognize requests: a step costs ~7 ms alone but ~1.4 ms per stream in a batch of 16 or more
+        (BENCHMARKS.md, "Streaming"), and staggered streams become ready a few ms apart, so a short
+        wait buys most of the server's streaming capacity. When every open stream is already in the
+        batch nothing else can come, so a lone stream never waits.
+        """
         first = self._queue.get()
         if first is None:
             return [], False
         items = [first]
-        deadline = time.monotonic() + self._max_delay_s
-        while len(items) < self._max_batch_size:
+        deadline = time.monotonic() + self._delay_s[first.kind]
+        streams = int(first.kind != "recognize")
+        while len(items) < self._max_batch_size and not (0 < self.open_streams <= streams == len(items)):
             try:
                 item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -122,6 +137,8 @@ class DynamicBatcher:
             if item is None:
                 return items, False
             items.append(item)
+            streams += item.kind != "recognize"
+            deadline = min(deadline, time.monotonic() + self._delay_s[item.kind])
         self._metrics.queue_depth.set(self._queue.qsize())
         return items, True
 
@@ -138,7 +155,7 @@ class DynamicBatcher:
             elif kind == "step":
                 self._run_group(group, self._step, isolate=False)
             else:
-                self._run_group(group, lambda g: [g[0].session.finish()], isolate=False)  # type: ignore[union-attr]
+                self._run_group(group, self._finish, isolate=False)
 
     def _recognize(self, group: Sequence[_Item]) -> list[Any]:
         waveforms = [item.waveform for item in group]
@@ -146,6 +163,9 @@ class DynamicBatcher:
 
     def _step(self, group: Sequence[_Item]) -> list[Any]:
         return list(step_batch([item.session for item in group]))  # type: ignore[misc]
+
+    def _finish(self, group: Sequence[_Item]) -> list[Any]:
+        return list(finish_batch([item.session for item in group]))  # type: ignore[misc]
 
     def _run_group(self, group: Sequence[_Item], run: Callable[[Sequence[_Item]], list[Any]], *, isolate: bool) -> None:
         """Run ``group`` as one batch and resolve its futures.

@@ -34,8 +34,18 @@ class ServerConfig:
     # loop and audio decoding need a core too, and OpenMP threads spinning against them (or against
     # other processes) made forward passes up to 100x slower on a busy 2-core machine.
     torch_threads: int = 1
+    # Server processes sharing the port (SO_REUSEPORT), each with its own model and batcher; the kernel
+    # spreads client connections over them. One process uses about one core (GIL), so set this to the
+    # number of cores to use; memory grows by one model per worker. 1 = a single process.
+    workers: int = 1
+    # A worker that dies sooner than this after starting is a crash loop (bad model, port taken): the
+    # server stops with exit code 1 instead of restarting it. Later deaths are restarted.
+    worker_min_uptime_s: float = 20.0
     max_batch_size: int = 32  # requests or stream chunks merged into one forward pass; 1 = batcher off
-    max_batch_delay_ms: float = 10.0  # how long the first item of a batch waits for company
+    max_batch_delay_ms: float = 10.0  # how long a Recognize request waits for company
+    # How long a stream's chunk step waits for other streams' steps (never once every open stream is in).
+    # Part of partial-result latency; buys batch efficiency (see server/batcher.py).
+    stream_batch_delay_ms: float = 10.0
     max_queue_size: int = 512  # queued forward passes before new work is refused (RESOURCE_EXHAUSTED)
     max_request_bytes: int = 16 * 1024 * 1024  # gRPC message size limit (both directions)
     max_audio_s: float = 600.0  # Recognize: longer audio is refused
@@ -76,14 +86,18 @@ class ServerConfig:
             "max_request_bytes",
             "max_concurrent_streams",
             "max_stream_messages",
+            "workers",
         )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"server.{name} must be at least 1, got {getattr(self, name)}")
+        if self.workers > 1 and self.port == 0:
+            raise ConfigError("server.workers > 1 needs a fixed port: every worker binds the same one")
         if self.stream_idle_timeout_s <= 0:
             raise ConfigError(f"server.stream_idle_timeout_s must be > 0, got {self.stream_idle_timeout_s}")
-        if self.max_batch_delay_ms < 0:
-            raise ConfigError(f"server.max_batch_delay_ms must be >= 0, got {self.max_batch_delay_ms}")
+        for name in ("max_batch_delay_ms", "stream_batch_delay_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"server.{name} must be >= 0, got {getattr(self, name)}")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("server.tls_cert_file and server.tls_key_file must be given together")
         if self.tls_client_ca_file and not self.tls_cert_file:

@@ -41,8 +41,13 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.active_streams = Gauge("asr_active_streams", "Open StreamingRecognize calls", registry=r)
-        self.queue_depth = Gauge("asr_batcher_queue_depth", "Forward passes waiting for the model", registry=r)
+        # With several worker processes (server/workers.py) the exporter sums the live workers' gauges.
+        self.active_streams = Gauge(
+            "asr_active_streams", "Open StreamingRecognize calls", registry=r, multiprocess_mode="livesum"
+        )
+        self.queue_depth = Gauge(
+            "asr_batcher_queue_depth", "Forward passes waiting for the model", registry=r, multiprocess_mode="livesum"
+        )
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

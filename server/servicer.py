@@ -104,7 +104,8 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         for count in itertools.count(1):
             timeout_s = min(idle_s, closes_at - time.monotonic())
             try:
-                request = await asyncio.wait_for(anext(iterator), max(timeout_s, 0.0))
+                async with asyncio.timeout(max(timeout_s, 0.0)):  # no Task per message, unlike wait_for
+                    request = await anext(iterator)
             except StopAsyncIteration:
                 return
             except TimeoutError:
@@ -161,11 +162,13 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
                 f"{self._active_streams} streams are open, this server's limit; retry later or on another replica"
             )
         self._active_streams += 1
+        self._batcher.open_streams = self._active_streams
         self._metrics.active_streams.inc()
         try:
             yield
         finally:
             self._active_streams -= 1
+            self._batcher.open_streams = self._active_streams
             self._metrics.active_streams.dec()
 
     def _responses(

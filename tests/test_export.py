@@ -14,6 +14,7 @@ from asr.cli import main
 from asr.errors import CheckpointError
 from asr.export import ExportedModel, export_graph, quantize_checkpoint
 from asr.inference import Recognizer, pad_waveforms
+from asr.streaming import StreamingOptions, finish_batch
 from asr.training.evaluate import score
 
 HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
@@ -69,6 +70,12 @@ def test_int8_checkpoint_is_smaller_and_transcribes_like_float32(tiny_model_path
     memorised = sorted(range(len(samples.durations)), key=samples.durations.__getitem__)[:8]  # the fixture's set
     texts = [t.text for t in recognizer.transcribe_batch([waveforms[i] for i in memorised])]
     assert texts == ["five", "nine", "three", "seven", "down", "left", "no", "stop"]
+    # Streaming too: int8 layers take the one-stream-at-a-time path at the end of a stream.
+    sessions = [recognizer.open_stream(StreamingOptions(chunk_ms=320, endpoint_silence_ms=0)) for _ in range(2)]
+    for session, index in zip(sessions, memorised[:2], strict=True):
+        session.push(waveforms[index])
+    finals = [[r.transcript.text for r in results if r.is_final] for results in finish_batch(sessions)]
+    assert finals == [["five"], ["nine"]]
 
 
 def test_int8_weights_that_run_are_exactly_the_stored_ones(tiny_model_path, tmp_path):

@@ -16,7 +16,7 @@ from asr.config import EncoderConfig
 from asr.errors import ConfigError
 from asr.inference import Recognizer
 from asr.models.encoder import EncoderChunkState, RNNEncoder
-from asr.streaming import StreamingOptions, StreamingResult, StreamingSession, step_batch
+from asr.streaming import StreamingOptions, StreamingResult, StreamingSession, finish_batch, step_batch
 
 RATE = 16000
 
@@ -119,6 +119,38 @@ def test_a_batch_of_sessions_gives_the_same_results_as_each_alone(recognizer, wa
 
     assert [summary(r) for r in batched] == [summary(r) for r in alone]
     assert all(any(r.is_final for r in results) for results in alone)
+
+
+def test_streams_ending_together_give_the_same_results_as_each_ended_alone(recognizer, waves):
+    # Tails of every kind: shorter than a chunk, between chunk and chunk + look-ahead, whole
+    # chunks still buffered, audio shorter than one analysis window, and a stream never fed.
+    streams = [
+        waves["five"],
+        np.concatenate([waves["three"], silence(0.13)]),
+        np.concatenate([silence(0.3), waves["seven"], silence(0.05)]),
+        np.concatenate([waves["down"], waves["nine"]]),
+        silence(0.01) + 0.01,
+        silence(0.0),
+    ]
+    options = StreamingOptions(chunk_ms=320, right_context_ms=240, endpoint_silence_ms=0)
+
+    def fed() -> list[StreamingSession]:
+        sessions = [recognizer.open_stream(options) for _ in streams]
+        for session, audio in zip(sessions, streams):
+            session.push(audio)
+        return sessions
+
+    def summary(results: list[StreamingResult]) -> list[tuple]:
+        words = [[(w.word, w.start_s, w.end_s) for w in r.transcript.words] for r in results]
+        scores = [[round(a.score, 4) for a in r.transcript.alternatives] for r in results]
+        return [(r.transcript.text, r.is_final, r.start_s, r.end_s) for r in results] + words + scores
+
+    alone = [summary(session.finish()) for session in fed()]
+    sessions = fed()
+    together = [summary(results) for results in finish_batch(sessions)]
+    assert together == alone
+    assert all(s.closed for s in sessions) and finish_batch(sessions) == [[] for _ in sessions]
+    assert [bool(results) for results in alone] == [True, True, True, True, False, False]
 
 
 def test_session_state_stays_bounded_over_many_utterances(recognizer, waves):

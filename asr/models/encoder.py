@@ -267,6 +267,11 @@ class RNNEncoder(nn.Module):
         enc = torch.cat(outputs, dim=1)
         return enc * time_mask(enc_lens, enc.size(1))[:, :, None].to(enc.dtype), enc_lens
 
+    @property
+    def chunk_row_lengths(self) -> bool:
+        """Whether :meth:`forward_chunk` accepts per-row ``valid`` lengths (float layers; not int8 twins)."""
+        return all(_splits_directions(layer) for layer in self.layers)
+
     def forward_chunk(
         self, feats: Tensor, right_feats: Tensor, state: EncoderChunkState, *, valid: Tensor | None = None
     ) -> tuple[Tensor, EncoderChunkState]:
