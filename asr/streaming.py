@@ -27,7 +27,7 @@ from torch import Tensor
 
 from asr.config import SearchConfig
 from asr.decoding.boosting import PhraseBooster
-from asr.decoding.ctc_greedy import ctc_greedy_search
+from asr.decoding.ctc_greedy import collapse_best_path
 from asr.decoding.ctc_prefix_beam import CTCPrefixBeamSearch
 from asr.decoding.hypothesis import NBest
 from asr.decoding.rescoring import attention_rescore
@@ -64,8 +64,9 @@ class _UtteranceSearch:
     """The current utterance's CTC search behind one ``accept / partial / final`` surface.
 
     Prefix beam keeps its whole beam (``nbest = beam_size``): the beam's spread gives the
-    partial's stability and rescoring needs the n-best. Greedy keeps the utterance's posteriors
-    (bounded by ``max_utterance_s``) and re-runs the argmax, so it equals offline greedy exactly.
+    partial's stability and rescoring needs the n-best. Greedy keeps the utterance's per-frame
+    best labels and their log-probs (bounded by ``max_utterance_s``) and collapses them again for
+    each result, so it equals offline greedy exactly without touching old posteriors.
     """
 
     def __init__(self, cfg: SearchConfig, recognizer: Recognizer) -> None:
@@ -79,19 +80,21 @@ class _UtteranceSearch:
                 lm=recognizer.lm(cfg.lm_path) if cfg.lm_weight != 0.0 else None,
                 boost=PhraseBooster(boost) if boost else None,
             )
-        self._chunks: list[Tensor] = []
+        self._best_ids: list[np.ndarray] = []
+        self._best_values: list[np.ndarray] = []
 
     def reset(self) -> None:
         if self._beam is not None:
             self._beam.reset()
-        self._chunks = []
+        self._best_ids, self._best_values = [], []
 
-    def accept(self, log_probs: Tensor) -> None:
-        """Advance over ``log_probs (T', V)`` of one chunk."""
+    def accept(self, log_probs: Tensor, best_values: np.ndarray, best_ids: np.ndarray) -> None:
+        """Advance over ``log_probs (T', V)`` of one chunk; ``best_values``/``best_ids`` (T',) are its per-frame max."""
         if self._beam is not None:
             self._beam.accept(log_probs)
         else:
-            self._chunks.append(log_probs)
+            self._best_ids.append(best_ids)
+            self._best_values.append(best_values)
 
     def partial(self) -> NBest:
         if self._beam is not None:
@@ -113,9 +116,10 @@ class _UtteranceSearch:
         return float(torch.exp(scores[0] - torch.logsumexp(scores, dim=0)))
 
     def _greedy(self) -> NBest:
-        if not self._chunks:
+        if not self._best_ids:
             return NBest([])
-        return ctc_greedy_search(torch.cat(self._chunks), blank_id=self.cfg.blank_id)
+        ids, values = np.concatenate(self._best_ids), np.concatenate(self._best_values)
+        return NBest([collapse_best_path(ids, values, self.cfg.blank_id)])
 
 
 def _resolve_search(recognizer: Recognizer, search: SearchConfig | None) -> SearchConfig:
@@ -245,9 +249,14 @@ class StreamingSession:
         self._enc_state = state
         if self._rescore:
             self._enc_chunks.append(enc)
-        self._search.accept(log_probs)
-        for is_blank in (log_probs.argmax(dim=-1) == self.search_config.blank_id).tolist():
-            self._trailing_blank = self._trailing_blank + 1 if is_blank else 0
+        values, ids = log_probs.max(dim=-1)  # (T'_c,) each
+        best_ids = ids.numpy()
+        self._search.accept(log_probs, values.numpy(), best_ids)
+        labelled = np.flatnonzero(best_ids != self.search_config.blank_id)
+        if len(labelled):
+            self._trailing_blank = len(best_ids) - 1 - int(labelled[-1])
+        else:
+            self._trailing_blank += len(best_ids)
         nbest = self._search.partial()
         speech = bool(nbest.best.tokens)
         silence_ms = self._trailing_blank * self.recognizer.frame_shift_s * 1000

@@ -65,8 +65,8 @@ def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its live descendants (server workers), from /proc."""
+def cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of a process and of each live descendant (server workers), from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -74,16 +74,16 @@ def cpu_seconds(pid: int) -> float:
                 children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
             except (OSError, IndexError):
                 continue  # exited while scanning
-    total, todo = 0.0, [pid]
+    seconds, todo = {}, [pid]
     while todo:
         current = todo.pop()
         try:
             fields = _stat(current)
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        seconds[current] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         todo.extend(children.get(current, []))
-    return total
+    return seconds
 
 
 class ServerProcess:
@@ -125,7 +125,7 @@ class ServerProcess:
                     time.sleep(0.3)
         raise RuntimeError(f"asr-server did not become healthy; see {log}")
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self) -> dict[int, float]:
         return cpu_seconds(self.process.pid)
 
     def batch_totals(self, kind: str) -> tuple[float, float]:
@@ -145,11 +145,11 @@ class ServerProcess:
         self._log.close()
 
 
-def stream_audio() -> bytes:
-    """~7.5 s of real speech: two LibriSpeech utterances with a pause, as LINEAR16 at 16 kHz."""
+def stream_audio(repeats: int = 1) -> bytes:
+    """``repeats`` × ~7.5 s of real speech (two LibriSpeech utterances with a pause), as LINEAR16 at 16 kHz."""
     waves = [load_audio(p, RATE) for p in sorted((SAMPLES / "librispeech").glob("*.flac"))]
     silence = np.zeros(int(0.5 * RATE), dtype=np.float32)
-    audio = np.concatenate([waves[0], silence, *waves[1:], silence])
+    audio = np.tile(np.concatenate([waves[0], silence, *waves[1:], silence]), repeats)
     return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
@@ -220,7 +220,11 @@ async def run_streams(
         for channel in opened:
             await channel.close()
     wall = time.perf_counter() - wall_before
-    cpu = (server.cpu_seconds() - cpu_before) / wall
+    cpu_after = server.cpu_seconds()
+    busy = {pid: (cpu_after[pid] - cpu_before.get(pid, 0.0)) / wall for pid in cpu_after}
+    cpu = f"{sum(busy.values()):.2f}"
+    if len(busy) > 1:  # the busy processes: how evenly the kernel spread the connections over the workers
+        cpu += " (" + " + ".join(f"{v:.2f}" for v in sorted(busy.values(), reverse=True) if v >= 0.05) + ")"
     client_cpu = (time.process_time() - client_before) / wall
     batches, items = server.batch_totals("step")
     mean_batch = (items - items_before) / max(1.0, batches - batches_before)
@@ -234,7 +238,7 @@ async def run_streams(
         percentile(stats.final_latency_s, 50),
         percentile(stats.final_latency_s, 99),
         f"{mean_batch:.1f}",
-        f"{cpu:.2f}",
+        cpu,
         f"{client_cpu:.2f}",
         errors,
     ]
@@ -296,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--throughput-seconds", type=float, default=15.0)
     p.add_argument("--torch-threads", type=int, default=1, help="the server's model threads (its default)")
+    p.add_argument("--repeats", type=int, default=1, help="each stream sends the ~7.5 s recording this many times")
     p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (asr-server --workers)")
     p.add_argument("--connections", type=int, default=8, help="client TCP connections the streams/clients spread over")
     p.add_argument("--logs", type=Path, default=Path("/tmp"))
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model {args.model} not found; pass --model", file=sys.stderr)
         return 2
     load_average = os.getloadavg()[0]  # other work on the machine shares the cores with this run
-    pcm = stream_audio()
+    pcm = stream_audio(args.repeats)
     flac = sorted((SAMPLES / "librispeech").glob("*.flac"))[0]
     audio_s = len(load_audio(flac, RATE)) / RATE
 

@@ -8,6 +8,7 @@ share one event loop, e.g. a web backend relaying browsers' microphones.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,10 @@ from protos import asr_service_pb2_grpc as pb_grpc
 
 
 class AsyncAsrClient:
-    """``async with AsyncAsrClient("localhost:50051") as c: (await c.transcribe("a.wav")).text``."""
+    """``async with AsyncAsrClient("localhost:50051") as c: (await c.transcribe("a.wav")).text``.
+
+    Same arguments as :class:`client.AsrClient`.
+    """
 
     def __init__(
         self,
@@ -39,15 +43,19 @@ class AsyncAsrClient:
         max_attempts: int = 4,
         initial_backoff_s: float = 0.2,
         max_message_bytes: int = 64 * 1024 * 1024,
+        connections: int = 1,
     ) -> None:
-        address, options = channel_options(target, tls, max_attempts, initial_backoff_s, max_message_bytes)
-        self._channel = (
+        address, options = channel_options(
+            target, tls, max_attempts, initial_backoff_s, max_message_bytes, connections
+        )
+        self._channels = [
             aio.secure_channel(address, tls.credentials(), options)
             if tls is not None
             else aio.insecure_channel(address, options)
-        )
-        self._stub = pb_grpc.RecognizerStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+            for _ in range(connections)
+        ]
+        self._stubs = itertools.cycle([pb_grpc.RecognizerStub(channel) for channel in self._channels])
+        self._health = health_pb2_grpc.HealthStub(self._channels[0])
         self._metadata = aio.Metadata(("authorization", f"Bearer {token}")) if token else None
         self.timeout_s = timeout_s
         self.stream_timeout_s = stream_timeout_s
@@ -59,7 +67,13 @@ class AsyncAsrClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
+
+    @property
+    def _stub(self) -> pb_grpc.RecognizerStub:
+        """The next connection's stub (see :class:`client.AsrClient` on ``connections``)."""
+        return next(self._stubs)
 
     async def transcribe(
         self, audio: AudioInput, options: RecognitionOptions | None = None, *, timeout_s: float | None = None

@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", choices=sorted(FORMATTERS), default="json",
                    help="output format (default json; stdout gets JSON Lines, or 'path<TAB>text' for txt)")
     t.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    t.add_argument("--connections", type=int, default=0,
+                   help="TCP connections the requests spread over (default: concurrency, at most 4); "
+                   "a server with --workers N hands each connection to one worker")
     t.add_argument("--overwrite", action="store_true", help="redo files whose output already exists")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (it is off when stderr is no TTY)")
     _search_args(t)
@@ -171,8 +174,9 @@ def _client(args: argparse.Namespace) -> AsrClient:
     targets = [t.strip() for t in args.server.split(",") if t.strip()]
     if not targets:
         raise UsageError("--server is empty")
+    connections = getattr(args, "connections", 1) or min(getattr(args, "concurrency", 1), 4)
     return AsrClient(targets, token=args.token or None, tls=tls, timeout_s=args.timeout_s,
-                     max_attempts=args.max_attempts)
+                     max_attempts=args.max_attempts, connections=connections)
 
 
 def _recognition_options(args: argparse.Namespace) -> RecognitionOptions:
@@ -356,6 +360,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         raise UsageError(f"--format {args.format} writes one file per input: give --out DIR")
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    if args.connections < 0:
+        raise UsageError("--connections must be at least 1 (0 = automatic)")
     jobs = plan_jobs(expand_inputs(args.inputs), args.out, "." + args.format)
     todo: list[Job] = [j for j in jobs if args.overwrite or j.output is None or not j.output.exists()]
     tally = _Tally()

@@ -8,6 +8,7 @@ spread with gRPC's ``round_robin`` load balancing. Failures surface as :class:`R
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -78,8 +79,15 @@ def channel_options(
     max_attempts: int,
     initial_backoff_s: float,
     max_message_bytes: int,
+    connections: int = 1,
 ) -> tuple[str, list[tuple[str, Any]]]:
-    """(gRPC target, channel options) shared by the sync and asyncio clients."""
+    """(gRPC target, channel options) shared by the sync and asyncio clients.
+
+    With ``connections`` > 1 every channel gets its own subchannel pool, hence its own TCP
+    connection: gRPC would otherwise share one connection among channels to the same address.
+    """
+    if connections < 1:
+        raise ValueError(f"connections must be at least 1, got {connections}")
     targets = [target] if isinstance(target, str) else list(target)
     address = targets[0] if len(targets) == 1 else "ipv4:" + ",".join(targets)
     options: list[tuple[str, Any]] = [
@@ -90,6 +98,8 @@ def channel_options(
     ]
     if tls is not None and tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
+    if connections > 1:
+        options.append(("grpc.use_local_subchannel_pool", 1))
     return address, options
 
 
@@ -97,7 +107,9 @@ class AsrClient:
     """``with AsrClient("localhost:50051", token=...) as c: c.transcribe("a.wav").text``.
 
     ``target`` is one address (any gRPC target: ``host:port``, ``dns:///name:port``) or several
-    IPv4 ``ip:port`` addresses, which are balanced with ``round_robin``.
+    IPv4 ``ip:port`` addresses, which are balanced with ``round_robin``. ``connections`` opens that
+    many connections and spreads calls over them in turn: an ``asr-server --workers N`` hands each
+    connection to one worker process, so batch work should use at least N.
     """
 
     def __init__(
@@ -111,15 +123,19 @@ class AsrClient:
         max_attempts: int = 4,
         initial_backoff_s: float = 0.2,
         max_message_bytes: int = 64 * 1024 * 1024,
+        connections: int = 1,
     ) -> None:
-        address, options = channel_options(target, tls, max_attempts, initial_backoff_s, max_message_bytes)
-        self._channel = (
+        address, options = channel_options(
+            target, tls, max_attempts, initial_backoff_s, max_message_bytes, connections
+        )
+        self._channels = [
             grpc.secure_channel(address, tls.credentials(), options)
             if tls is not None
             else grpc.insecure_channel(address, options)
-        )
-        self._stub = pb_grpc.RecognizerStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+            for _ in range(connections)
+        ]
+        self._stubs = itertools.cycle([pb_grpc.RecognizerStub(channel) for channel in self._channels])
+        self._health = health_pb2_grpc.HealthStub(self._channels[0])
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout_s = timeout_s
         self.stream_timeout_s = stream_timeout_s
@@ -131,7 +147,13 @@ class AsrClient:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        for channel in self._channels:
+            channel.close()
+
+    @property
+    def _stub(self) -> pb_grpc.RecognizerStub:
+        """The next connection's stub (itertools.cycle is safe to share between threads)."""
+        return next(self._stubs)
 
     def transcribe(
         self, audio: AudioInput, options: RecognitionOptions | None = None, *, timeout_s: float | None = None

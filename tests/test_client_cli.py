@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -192,6 +193,17 @@ def test_a_server_going_away_gives_the_connection_error_exit_code(tiny_model_pat
     assert main([*argv, "transcribe", *map(str, known_paths), "--concurrency", "1"]) == EXIT_UNAVAILABLE
     err = capsys.readouterr().err
     assert "UNAVAILABLE" in err and "7 not attempted" in err  # the batch stops at the first connection error
+
+
+def test_connections_spread_calls_over_separate_tcp_connections(server, recognizer, known_paths, caplog):
+    caplog.set_level(logging.INFO, logger="server.interceptors")
+    with AsrClient(server.address, connections=3) as client:
+        texts = [t.text for t in client.transcribe_many(known_paths[:6], concurrency=2)]
+    assert texts == [t.text for t in recognizer.transcribe_files(known_paths[:6])]
+    peers = {r.peer for r in caplog.records if getattr(r, "method", "") == "Recognize"}
+    assert len(peers) == 3  # one client port per connection: what lets `asr-server --workers` spread them
+    with pytest.raises(ValueError, match="connections"):
+        AsrClient(server.address, connections=0)
 
 
 def test_cues_break_at_pauses_and_subtitles_format_hours():

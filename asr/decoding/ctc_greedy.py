@@ -25,13 +25,14 @@ def ctc_greedy_search_batch(log_probs: Tensor, lens: Tensor, *, blank_id: int = 
     values_np, ids_np = values.cpu().numpy(), ids.cpu().numpy()
     results = []
     for b, length in enumerate(lens.tolist()):
-        hyp = _collapse(ids_np[b, :length], values_np[b, :length], blank_id)
+        hyp = collapse_best_path(ids_np[b, :length], values_np[b, :length], blank_id)
         results.append(NBest([hyp]))
     return results
 
 
-def _collapse(ids: np.ndarray, values: np.ndarray, blank_id: int) -> Hypothesis:
-    """Runs of equal ids -> one token per non-blank run, timed at the run's peak frame."""
+def collapse_best_path(ids: np.ndarray, values: np.ndarray, blank_id: int) -> Hypothesis:
+    """Per-frame best ``ids`` and their log-probs ``values`` (T',) → one token per non-blank run,
+    timed at the run's peak frame (streaming keeps these per chunk and collapses them again)."""
     num_frames = len(ids)
     if num_frames == 0:
         return Hypothesis([], 0.0, [], [], scores={"ctc": 0.0}, num_frames=0)
