@@ -23,7 +23,6 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from prometheus_client.parser import text_string_to_metric_families
 
 from asr.inference import Recognizer
-from asr.streaming import StreamingSession
 from client import AsrClient, RecognitionError, StreamOptions
 from client.audio import chunk_pcm16, read_pcm16
 from protos import asr_service_pb2 as pb
@@ -139,7 +138,7 @@ def test_a_model_exception_fails_only_that_call_with_internal_and_a_request_id(s
         with monkeypatch.context() as patch:
             patch.setattr(recognizer, "transcribe_batch", _boom)
             patch.setattr("server.batcher.step_batch", _boom)
-            patch.setattr(StreamingSession, "finish", _boom)
+            patch.setattr("server.batcher.finish_batch", _boom)
             for call in (lambda: client.transcribe(sample), lambda: list(client.stream([pcm], StreamOptions(rate)))):
                 with pytest.raises(RecognitionError) as info:
                     call()
