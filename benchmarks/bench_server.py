@@ -223,8 +223,9 @@ async def run_streams(
     cpu_after = server.cpu_seconds()
     busy = {pid: (cpu_after[pid] - cpu_before.get(pid, 0.0)) / wall for pid in cpu_after}
     cpu = f"{sum(busy.values()):.2f}"
-    if len(busy) > 1:  # the busy processes: how evenly the kernel spread the connections over the workers
-        cpu += " (" + " + ".join(f"{v:.2f}" for v in sorted(busy.values(), reverse=True) if v >= 0.05) + ")"
+    busiest = [f"{v:.2f}" for v in sorted(busy.values(), reverse=True) if v >= 0.05]
+    if len(busiest) > 1:  # the busy processes: how evenly the kernel spread the connections over the workers
+        cpu += f" ({' + '.join(busiest)})"
     client_cpu = (time.process_time() - client_before) / wall
     batches, items = server.batch_totals("step")
     mean_batch = (items - items_before) / max(1.0, batches - batches_before)
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-threads", type=int, default=1, help="the server's model threads (its default)")
     p.add_argument("--repeats", type=int, default=1, help="each stream sends the ~7.5 s recording this many times")
     p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (asr-server --workers)")
-    p.add_argument("--connections", type=int, default=8, help="client TCP connections the streams/clients spread over")
+    p.add_argument("--connections", type=int, default=50, help="client TCP connections the streams/clients spread over")
     p.add_argument("--logs", type=Path, default=Path("/tmp"))
     p.add_argument("--method", choices=sorted(METHODS), default="default", help="search method every request asks for")
     p.add_argument("--section", default="server", help="BENCHMARKS.md section to write")

@@ -20,10 +20,11 @@ from grpc_reflection.v1alpha import reflection
 
 from asr.errors import ConfigError
 from asr.inference import Recognizer
+from asr.streaming import StreamingOptions
 from protos import asr_service_pb2 as pb
 from protos import asr_service_pb2_grpc as pb_grpc
 from server import compat_google, compat_riva
-from server.batcher import DynamicBatcher
+from server.batcher import DynamicBatcher, warm_up
 from server.config import ServerConfig
 from server.interceptors import AuthInterceptor, ErrorInterceptor, ObservabilityInterceptor
 from server.metrics import ServerMetrics
@@ -75,6 +76,9 @@ def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
 async def build_server(cfg: ServerConfig, recognizer: Recognizer) -> RunningServer:
     """Create, bind and start the server (port 0 picks a free port, reported in ``RunningServer.port``)."""
     cfg.validate()
+    if cfg.warm_up:
+        options = StreamingOptions(chunk_ms=cfg.chunk_ms, right_context_ms=cfg.right_context_ms)
+        await asyncio.to_thread(warm_up, recognizer, options, cfg.max_batch_size)
     metrics = ServerMetrics()
     interceptors: list[aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
     if cfg.tokens_file:

@@ -74,6 +74,7 @@ class ServerConfig:
     tls_client_ca_file: str = ""  # PEM CA; when set, clients must present a certificate it signed (mTLS)
     metrics_host: str = "0.0.0.0"  # noqa: S104
     metrics_port: int = 9464  # Prometheus /metrics over HTTP; 0 = any free port, -1 = off
+    warm_up: bool = True  # run the model at the largest batch sizes once before reporting SERVING
     reflection: bool = True  # gRPC server reflection (grpcurl, Postman)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"  # json: one object per line with the request id
