@@ -59,6 +59,14 @@ class AugmentConfig:
     gain_db: float = 6.0  # uniform random gain in [-gain_db, +gain_db]
     noise_prob: float = 0.3  # probability of adding white noise
     noise_snr_db: tuple[float, float] = (10.0, 40.0)  # SNR range of added noise
+    # Concatenation: with this probability an example is 2..concat_max random training utterances
+    # joined by silences drawn from concat_gap_s, transcripts joined by spaces. Corpora of isolated
+    # words otherwise teach a BiLSTM-CTC to emit the word in the first frames of any input, which
+    # breaks multi-word audio and streaming endpointing (BENCHMARKS.md, "Streaming on multi-word streams").
+    concat_prob: float = 0.0
+    concat_max: int = 3
+    concat_max_s: float = 6.0  # partners that would make the example longer than this are left out
+    concat_gap_s: tuple[float, float] = (0.1, 0.6)
 
 
 @dataclass(frozen=True)
@@ -216,6 +224,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "encoder.subsampling_factor": (1, 16),
     "encoder.chunk_train_prob": (0.0, 1.0),
     "encoder.chunk_right_context_frames": (0, 1 << 20),
+    "augment.concat_prob": (0.0, 1.0),
+    "augment.concat_max": (2, 64),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -142,3 +144,26 @@ def test_dataset_augmentation_depends_only_on_seed_epoch_and_index(samples) -> N
     assert torch.equal(dataset[1].waveform, first)
     dataset.set_epoch(1)
     assert not torch.equal(dataset[1].waveform, first)
+
+
+def test_concatenation_joins_real_utterances_with_silences_and_transcripts(samples) -> None:
+    entries = read_manifest(samples.manifest)[:6]
+    tokenizer = CharTokenizer.from_texts(e.text for e in entries)
+    plain = AugmentConfig(speed_factors=(1.0,), gain_db=0.0, noise_prob=0.0)
+    joined = SpeechDataset(
+        entries, tokenizer, AudioConfig(), augment=WaveformAugment(replace(plain, concat_prob=1.0, concat_max=3), 16000)
+    )
+    alone = SpeechDataset(entries, tokenizer, AudioConfig(), augment=WaveformAugment(plain, 16000))
+    lengths = [alone[i].waveform.shape[0] for i in range(len(entries))]
+    texts = [tokenizer.decode(tokenizer.encode(e.text)) for e in entries]
+    for index in range(len(entries)):
+        item = joined[index]
+        words = tokenizer.decode(item.tokens.tolist()).split()
+        assert words[0] == texts[index] and 1 <= len(words) <= 3 and set(words) <= set(texts)
+        parts = [texts.index(w) for w in words]  # the sample transcripts are distinct single words
+        audio = sum(lengths[i] for i in parts)
+        gaps = item.waveform.shape[0] - audio
+        assert (len(words) - 1) * 0.1 * 16000 <= gaps <= (len(words) - 1) * 0.6 * 16000
+        assert torch.equal(item.waveform[: lengths[index]], alone[index].waveform)  # the utterance itself comes first
+        assert torch.equal(joined[index].waveform, item.waveform)  # seeded by (seed, epoch, index)
+        assert joined.durations[index] == pytest.approx(item.waveform.shape[0] / 16000, abs=0.01)  # what batching sees

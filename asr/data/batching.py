@@ -102,8 +102,13 @@ class DurationBucketSampler(Sampler[list[int]]):
                 "%d utterance(s) exceed max_batch_seconds=%g; each gets a batch alone", too_long, max_batch_seconds
             )
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, durations: Sequence[float] | None = None) -> None:
+        """Batches for ``epoch``; ``durations`` replaces the per-item seconds when they change by epoch
+        (concatenation augmentation)."""
         self.epoch = epoch
+        if durations is not None:
+            self.durations = np.asarray(durations, dtype=np.float64)
+            self._cache = None
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self._rank_batches())

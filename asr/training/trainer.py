@@ -170,7 +170,7 @@ class Trainer:
         augment = WaveformAugment(cfg.data.augment, cfg.audio.sample_rate, seed=cfg.seed)
         self.dataset = SpeechDataset(self.train_entries, self.bundle.tokenizer, cfg.audio, augment=augment)
         self.sampler = DurationBucketSampler(
-            [e.duration for e in self.train_entries],
+            self.dataset.durations,
             cfg.data.max_batch_seconds,
             shuffle=True,
             seed=cfg.seed,
@@ -223,8 +223,8 @@ class Trainer:
     def _batches(self) -> Any:
         """Yield (epoch, index-in-epoch, Batch) forever, continuing from the resume position."""
         while self.epoch < self.cfg.training.max_epochs:
-            self.sampler.set_epoch(self.epoch)
             self.dataset.set_epoch(self.epoch)  # augmentation depends only on (seed, epoch, index): exact resume
+            self.sampler.set_epoch(self.epoch, self.dataset.durations)  # concatenation changes them per epoch
             batches = list(self.sampler)[self.batch_in_epoch :]
             loader = torch.utils.data.DataLoader(
                 self.dataset,
