@@ -90,6 +90,19 @@ def test_no_lm_drops_the_stored_ngram(packed, tmp_path):
     assert bundle.ngram_arpa == "" and bundle.config.search.lm_path == "" and bundle.config.search.lm_weight == 0.0
 
 
+def test_fine_tuning_a_packed_model_keeps_its_stored_lm(packed, samples, tmp_path):
+    from asr.data.manifest import read_manifest, write_manifest
+    from asr.training.finetune import FinetuneConfig, finetune
+
+    memorised = sorted(read_manifest(samples.manifest), key=lambda e: e.duration)[:4]
+    manifest = write_manifest(tmp_path / "user.jsonl", memorised)
+    result = finetune(packed, [str(manifest)], [str(manifest)], tmp_path / "run", FinetuneConfig(max_steps=2),
+                      progress=False)
+    tuned = load_checkpoint(result.model_path)
+    assert tuned.ngram_arpa == load_checkpoint(packed).ngram_arpa
+    assert tuned.config.search.lm_path == EMBEDDED_LM and Recognizer(tuned).lm(EMBEDDED_LM) is not None
+
+
 def test_bad_packs_are_refused_with_clear_errors(tiny_model_path, tmp_path, capsys):
     out = tmp_path / "out.pt"
     bad = tmp_path / "bad.arpa"

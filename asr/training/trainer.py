@@ -143,6 +143,7 @@ class Trainer:
             # Rebuild from ``cfg`` so config changes that keep the architecture (dropout, chunked
             # LC-BLSTM training) take effect; modules read their config when they are built.
             self.bundle = build_bundle(cfg, init.tokenizer, init.cmvn)
+            self.bundle.ngram_arpa = init.ngram_arpa  # a packed model's n-gram ("@model") stays with it
             try:
                 self.bundle.model.load_state_dict(init.model.state_dict())
             except RuntimeError as exc:
