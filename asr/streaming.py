@@ -45,6 +45,10 @@ class StreamingOptions:
     right_context_ms: int = 160  # look-ahead of the backward direction (LC-BLSTM)
     interim_results: bool = True  # emit partials
     endpoint_silence_ms: int = 800  # trailing blank that ends an utterance (0 = never; only finish() finalises)
+    # The trailing audio must be quiet for as long too: loudness (mean normalised log-mel per frame)
+    # below floor + ratio × (peak − floor), the stream's quietest and loudest frames. CTC emits labels
+    # in bursts with blank runs inside words, so blanks alone cut words in two; 0 = blanks alone.
+    endpoint_quiet_ratio: float = 0.3
     max_utterance_s: float = 30.0  # force a final after this much audio in one utterance (bounds memory)
     rescore: bool = False  # attention rescoring of the final (two-pass), when the model has a decoder
     search: SearchConfig | None = None  # None: the recognizer's default; ctc_greedy or ctc_prefix_beam
@@ -154,6 +158,9 @@ class StreamingSession:
     _enc_state: EncoderChunkState
     _enc_chunks: list[Tensor]  # (1, T'_c, D) per chunk, for two-pass rescoring only
     _trailing_blank: int  # encoder frames whose best label is blank, at the end of the utterance
+    _trailing_quiet: int  # feature frames below the quiet threshold, at the end of the utterance
+    _floor: float  # loudness of the stream's quietest and loudest feature frames so far
+    _peak: float
     _last_partial: str
 
     def __init__(self, recognizer: Recognizer, options: StreamingOptions | None = None) -> None:
@@ -165,6 +172,9 @@ class StreamingSession:
         self.chunk_frames = _chunk_frames(self.options.chunk_ms, self._rate, self._hop, factor)
         if self.options.right_context_ms < 0 or self.options.endpoint_silence_ms < 0:
             raise ConfigError("streaming right_context_ms and endpoint_silence_ms must be >= 0")
+        if not 0 <= self.options.endpoint_quiet_ratio <= 1:
+            ratio = self.options.endpoint_quiet_ratio
+            raise ConfigError(f"streaming endpoint_quiet_ratio must be in [0, 1], got {ratio}")
         if self.options.max_utterance_s <= 0:
             raise ConfigError(f"streaming max_utterance_s must be > 0, got {self.options.max_utterance_s}")
         self.right_frames = math.ceil(self.options.right_context_ms * self._rate / 1000 / self._hop)
@@ -212,6 +222,7 @@ class StreamingSession:
         self._total_samples = 0
         self._pending = torch.zeros(0, self.recognizer.frontend.num_mels, device=self.recognizer.device)
         self._frames_consumed = 0
+        self._floor, self._peak = math.inf, -math.inf
         self._utterance_index = 0
         self._closed = False
         self._start_utterance()
@@ -237,6 +248,7 @@ class StreamingSession:
         self._search.reset()
         self._enc_chunks = []
         self._trailing_blank = 0
+        self._trailing_quiet = 0
         self._last_partial = ""
 
     def _seconds(self, feature_frames: int) -> float:
@@ -244,6 +256,7 @@ class StreamingSession:
 
     def _advance(self, enc: Tensor, log_probs: Tensor, state: EncoderChunkState, frames: int) -> list[StreamingResult]:
         """Consume ``frames`` encoded feature frames: ``enc (1, T'_c, D)``, ``log_probs (T'_c, V)``."""
+        self._count_quiet(self._pending[:frames].mean(dim=1).cpu().numpy())
         self._pending = self._pending[frames:]
         self._frames_consumed += frames
         self._enc_state = state
@@ -260,7 +273,8 @@ class StreamingSession:
         nbest = self._search.partial()
         speech = bool(nbest.best.tokens)
         silence_ms = self._trailing_blank * self.recognizer.frame_shift_s * 1000
-        endpoint = 0 < self.options.endpoint_silence_ms <= silence_ms
+        quiet_ms = 1000 * self._seconds(self._trailing_quiet) if self.options.endpoint_quiet_ratio else math.inf
+        endpoint = 0 < self.options.endpoint_silence_ms <= min(silence_ms, quiet_ms)
         too_long = self._seconds(self._frames_consumed - self._utterance_start_frame) >= self.options.max_utterance_s
         if speech and (endpoint or too_long):
             return [self._final(end_s=self._seconds(self._frames_consumed))]
@@ -276,6 +290,17 @@ class StreamingSession:
         return [
             StreamingResult(transcript, False, self._search.stability(nbest), start_s, end_s, self._utterance_index)
         ]
+
+    def _count_quiet(self, loudness: np.ndarray) -> None:
+        """Advance the trailing-quiet count over ``loudness (frames,)`` of the consumed feature frames."""
+        self._floor = min(self._floor, float(loudness.min()))
+        self._peak = max(self._peak, float(loudness.max()))
+        threshold = self._floor + self.options.endpoint_quiet_ratio * (self._peak - self._floor)
+        loud = np.flatnonzero(loudness > threshold)
+        if len(loud):
+            self._trailing_quiet = len(loudness) - 1 - int(loud[-1])
+        else:
+            self._trailing_quiet += len(loudness)
 
     def _final(self, end_s: float) -> StreamingResult:
         nbest = self._search.final()
