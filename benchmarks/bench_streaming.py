@@ -252,7 +252,7 @@ def _write_concat(
     seconds = sum(len(w) for w in waves) / rate
     body = "\n\n".join(
         [
-            f"## Streaming on multi-word streams (`{Path(args.model).name}`)",
+            f"## Streaming on multi-word streams (`{args.model}`)",
             f"`python -m benchmarks.bench_streaming --model {args.model} --manifest {args.manifest} "
             f"--limit {args.limit} --settings {args.settings} --concat {args.concat} --gap-ms {args.gap_ms}"
             f"{' --section ' + args.section if args.section else ''}` — "
