@@ -254,17 +254,18 @@ class StreamingSession:
     def _seconds(self, feature_frames: int) -> float:
         return feature_frames * self._hop / self._rate
 
-    def _advance(self, enc: Tensor, log_probs: Tensor, state: EncoderChunkState, frames: int) -> list[StreamingResult]:
+    def _advance(
+        self, enc: Tensor, log_probs: Tensor, stats: _ChunkStats, state: EncoderChunkState, frames: int
+    ) -> list[StreamingResult]:
         """Consume ``frames`` encoded feature frames: ``enc (1, T'_c, D)``, ``log_probs (T'_c, V)``."""
-        self._count_quiet(self._pending[:frames].mean(dim=1).cpu().numpy())
+        self._count_quiet(stats.loudness)
         self._pending = self._pending[frames:]
         self._frames_consumed += frames
         self._enc_state = state
         if self._rescore:
             self._enc_chunks.append(enc)
-        values, ids = log_probs.max(dim=-1)  # (T'_c,) each
-        best_ids = ids.numpy()
-        self._search.accept(log_probs, values.numpy(), best_ids)
+        best_ids = stats.best_ids
+        self._search.accept(log_probs, stats.best_values, best_ids)
         labelled = np.flatnonzero(best_ids != self.search_config.blank_id)
         if len(labelled):
             self._trailing_blank = len(best_ids) - 1 - int(labelled[-1])
@@ -373,6 +374,26 @@ def _compute_features(sessions: Sequence[StreamingSession], wanted: int, *, pad_
         session._sample_pos = min(len(session._samples), session._sample_pos + count * session._hop)
 
 
+@dataclass(frozen=True)
+class _ChunkStats:
+    """One row's per-frame reductions, taken for the whole batch at once (one device sync, not one per stream)."""
+
+    loudness: np.ndarray  # (frames,) mean normalised log-mel of each consumed feature frame
+    best_values: np.ndarray  # (T'_c,) best log-prob per encoder frame
+    best_ids: np.ndarray  # (T'_c,) its label
+
+
+def _chunk_stats(feats: Tensor, log_probs: Tensor, sizes: Sequence[int], factor: int) -> list[_ChunkStats]:
+    """Per-row stats of ``feats (B, >= size, F)`` and CPU ``log_probs (B, T'_c, V)``; row b consumed ``sizes[b]``."""
+    loudness = feats.mean(dim=-1).cpu().numpy()  # (B, T)
+    values, ids = (t.numpy() for t in log_probs.max(dim=-1))  # (B, T'_c) each
+    stats = []
+    for b, size in enumerate(sizes):
+        frames = -(-size // factor)
+        stats.append(_ChunkStats(loudness[b, :size], values[b, :frames], ids[b, :frames]))
+    return stats
+
+
 def _encode_group(sessions: Sequence[StreamingSession], size: int, *, started: bool) -> list[list[StreamingResult]]:
     """Encode ``size`` pending frames of every session (plus right context) in one forward pass."""
     first = sessions[0]
@@ -384,7 +405,8 @@ def _encode_group(sessions: Sequence[StreamingSession], size: int, *, started: b
     enc, new_state = model.encoder.forward_chunk(feats, right_feats, state)  # (B, T'_c, D)
     log_probs = model.ctc_log_probs(enc).float().cpu()  # (B, T'_c, V)
     states = new_state.split()
-    return [s._advance(enc[b : b + 1], log_probs[b], states[b], size) for b, s in enumerate(sessions)]
+    stats = _chunk_stats(feats, log_probs, [size] * len(sessions), model.subsampling_factor)
+    return [s._advance(enc[b : b + 1], log_probs[b], stats[b], states[b], size) for b, s in enumerate(sessions)]
 
 
 def _encode_tails(sessions: Sequence[StreamingSession], *, started: bool) -> list[list[StreamingResult]]:
@@ -410,10 +432,11 @@ def _encode_tails(sessions: Sequence[StreamingSession], *, started: bool) -> lis
     enc, new_state = model.encoder.forward_chunk(feats, right_feats, state, valid=valid)  # (B, T'_c, D)
     log_probs = model.ctc_log_probs(enc).float().cpu()  # (B, T'_c, V)
     states = new_state.split()
+    stats = _chunk_stats(feats, log_probs, sizes, factor)
     results = []
     for b, (session, size) in enumerate(zip(sessions, sizes, strict=True)):
         frames = -(-size // factor)
-        results.append(session._advance(enc[b : b + 1, :frames], log_probs[b, :frames], states[b], size))
+        results.append(session._advance(enc[b : b + 1, :frames], log_probs[b, :frames], stats[b], states[b], size))
     return results
 
 

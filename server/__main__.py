@@ -97,6 +97,14 @@ async def serve(cfg: ServerConfig, recognizer: Recognizer) -> None:
     logger.info("stopped")
 
 
+def run_one_server(cfg: ServerConfig) -> None:
+    """Load the model and serve in this process: the whole server, or one of ``--workers``."""
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    recognizer = Recognizer.from_checkpoint(cfg.model, device=cfg.device)
+    asyncio.run(serve(cfg, recognizer))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     config_path, flags = parse_args(argv)
     try:
@@ -106,10 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not Path(cfg.model).is_file():
                 raise ConfigError(f"model {cfg.model} does not exist")
             return serve_workers(cfg)
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        recognizer = Recognizer.from_checkpoint(cfg.model, device=cfg.device)
-        asyncio.run(serve(cfg, recognizer))
+        run_one_server(cfg)
     except AsrError as exc:
         print(f"asr-server: error: {exc}", file=sys.stderr)
         return 2

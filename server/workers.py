@@ -40,18 +40,10 @@ _POLL_S = 0.5
 
 def _worker_main(cfg: ServerConfig) -> None:
     """Entry point of one worker process (spawned, so it imports torch and the model afresh)."""
-    import asyncio
-
-    import torch
-
-    from asr.inference import Recognizer
-    from server.__main__ import configure_logging, serve
+    from server.__main__ import configure_logging, run_one_server
 
     configure_logging(cfg.log_level, cfg.log_format)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    recognizer = Recognizer.from_checkpoint(cfg.model, device=cfg.device)
-    asyncio.run(serve(cfg, recognizer))
+    run_one_server(cfg)
 
 
 class WorkerPool:
