@@ -158,20 +158,28 @@ def _run_direction(
 
 
 def _chunk_layer(
-    layer: nn.RNNBase, x: Tensor, num_out: int, carried: RNNState | None, valid: Tensor | None = None
+    layer: nn.RNNBase,
+    x: Tensor,
+    num_out: int,
+    carried: RNNState | None,
+    valid: Tensor | None = None,
+    *,
+    top: bool = False,
 ) -> tuple[Tensor, RNNState]:
     """One LC-BLSTM layer over ``x (B, chunk + right, H_in)``: outputs and the forward state at the chunk end.
 
     The forward direction runs over the chunk from the carried state, then on over the
     look-ahead from the chunk-end state (which is what is kept); the backward direction runs
-    over chunk + look-ahead from zero.
+    over chunk + look-ahead from zero. The ``top`` layer's look-ahead outputs feed nothing, so
+    it returns only the chunk's ``num_out`` frames and skips the forward pass over the look-ahead.
     """
     forward, final = _run_direction(layer, x[:, :num_out], carried, reverse=False)
-    if x.size(1) > num_out:
+    if x.size(1) > num_out and not top:
         forward = torch.cat([forward, _run_direction(layer, x[:, num_out:], final, reverse=False)[0]], dim=1)
     if not layer.bidirectional:
         return forward, final
-    return torch.cat([forward, _run_direction(layer, x, None, reverse=True, lens=valid)[0]], dim=-1), final
+    backward = _run_direction(layer, x, None, reverse=True, lens=valid)[0]
+    return torch.cat([forward, backward[:, : forward.size(1)]], dim=-1), final
 
 
 class RNNEncoder(nn.Module):
@@ -309,7 +317,8 @@ class RNNEncoder(nn.Module):
             bidirectional = bool(layer.bidirectional)  # nn.RNNBase, or its dynamic-int8 twin
             carried = state.forward_states
             if _splits_directions(layer):
-                x, final = _chunk_layer(layer, x, num_out, carried[index] if carried else None, enc_valid)
+                top = index == len(self.layers) - 1
+                x, final = _chunk_layer(layer, x, num_out, carried[index] if carried else None, enc_valid, top=top)
                 new_states.append(final)
             else:
                 if valid is not None:
