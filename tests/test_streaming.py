@@ -226,3 +226,28 @@ def test_stacked_chunk_states_split_back_into_the_originals():
         assert torch.equal(original.left_feats, split.left_feats)
         for a, b in zip(original.forward_states, split.forward_states):
             assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize(("factor", "chunk", "right"), [(4, 8, 4), (4, 8, 8), (4, 16, 8), (6, 12, 6), (4, 8, 6)])
+def test_reusing_the_look_aheads_subsampling_equals_recomputing_it(factor, chunk, right):
+    """Each chunk takes its first frames' subsampling from the last chunk's look-ahead: same outputs as without."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(ENCODER, num_layers=2, subsampling="conv", subsampling_factor=factor)
+    encoder = RNNEncoder(cfg, 10).eval()
+    segments: list[int] = []
+    encoder.subsampling.register_forward_hook(lambda _module, args, _out: segments.append(args[0].size(1)))
+    feats = torch.randn(3, 70, 10)
+    reused = recomputed = EncoderChunkState()
+    with torch.no_grad():
+        for start in range(0, feats.size(1), chunk):
+            end = min(start + chunk, feats.size(1))
+            piece, ahead = feats[:, start:end], feats[:, end : end + right]
+            out, reused = encoder.forward_chunk(piece, ahead, reused)
+            recomputed = dataclasses.replace(recomputed, right_feats=None, right_sub=None)
+            expected, recomputed = encoder.forward_chunk(piece, ahead, recomputed)
+            torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+            if reused.started:  # the cache survives batching streams together and apart
+                reused = EncoderChunkState.stack(reused.split())
+    # Without reuse every segment is left context + chunk + look-ahead; with it the look-ahead's part is skipped.
+    shortened = sum(a < b for a, b in zip(segments[::2], segments[1::2]))
+    assert shortened >= 3 if right % factor == 0 else shortened == 0

@@ -53,6 +53,10 @@ class EncoderChunkState:
 
     left_feats: Tensor | None = None  # (B, factor, F): last feature frames, the subsampling's left context
     forward_states: list[RNNState] = field(default_factory=list)  # per layer, forward direction (1, B, H)
+    # The last chunk's look-ahead (B, T_r, F) and its subsampled frames (B, T_r / factor, H): the next
+    # chunk starts with those feature frames, so it reuses their subsampling instead of recomputing it.
+    right_feats: Tensor | None = None
+    right_sub: Tensor | None = None
 
     @property
     def started(self) -> bool:
@@ -72,7 +76,12 @@ class EncoderChunkState:
                 forward.append((torch.cat([h for h, _ in pairs], dim=1), torch.cat([c for _, c in pairs], dim=1)))
             else:
                 forward.append(torch.cat([s for s in layer_states if isinstance(s, Tensor)], dim=1))
-        return EncoderChunkState(left_feats=left, forward_states=forward)
+        right_feats = right_sub = None
+        feats = [s.right_feats for s in states if s.right_feats is not None]
+        subs = [s.right_sub for s in states if s.right_sub is not None]
+        if len(feats) == len(subs) == len(states) and len({f.shape for f in feats}) == 1:
+            right_feats, right_sub = torch.cat(feats), torch.cat(subs)
+        return EncoderChunkState(left_feats=left, forward_states=forward, right_feats=right_feats, right_sub=right_sub)
 
     def split(self) -> list[EncoderChunkState]:
         """One state per stream of the batch: the inverse of :meth:`stack`."""
@@ -82,6 +91,8 @@ class EncoderChunkState:
             EncoderChunkState(
                 left_feats=self.left_feats[b : b + 1],
                 forward_states=[_map_state(s, _batch_row(b)) for s in self.forward_states],
+                right_feats=None if self.right_feats is None else self.right_feats[b : b + 1],
+                right_sub=None if self.right_sub is None else self.right_sub[b : b + 1],
             )
             for b in range(self.left_feats.size(0))
         ]
@@ -303,14 +314,7 @@ class RNNEncoder(nn.Module):
             raise ValueError("forward_chunk needs at least one feature frame in the chunk")
         if right_feats.size(1) and feats.size(1) % factor:
             raise ValueError(f"chunk of {feats.size(1)} frames is not a multiple of the subsampling factor {factor}")
-        # `factor` previous feature frames cover the conv receptive field's left extent (factor − 1).
-        left = state.left_feats if state.left_feats is not None else feats[:, :0]
-        segment = torch.cat([left, feats, right_feats], dim=1)
-        seg_valid = torch.full((batch,), segment.size(1), device=feats.device)
-        if valid is not None:
-            seg_valid = (valid.to(feats.device) + left.size(1)).clamp(1, segment.size(1))
-        x, _ = self.subsampling(segment, seg_valid)
-        x = x[:, left.size(1) // factor :]  # (B, chunk + right frames, H)
+        x = subsampled = self._subsample_chunk(feats, right_feats, state, valid)  # (B, chunk + right frames, H)
         enc_valid = None if valid is None else subsampled_lengths(valid.clamp(min=1), factor).clamp(max=x.size(1))
         new_states: list[RNNState] = []
         for index, layer in enumerate(self.layers):
@@ -336,4 +340,41 @@ class RNNEncoder(nn.Module):
                 if self.projections:
                     x = self.projections[index](x)
         new_state = EncoderChunkState(left_feats=feats[:, max(0, feats.size(1) - factor) :], forward_states=new_states)
+        if valid is None and right_feats.size(1) and right_feats.size(1) % factor == 0:
+            new_state.right_feats, new_state.right_sub = right_feats, subsampled[:, num_out:]
         return x[:, :num_out], new_state
+
+    def _subsample_chunk(
+        self, feats: Tensor, right_feats: Tensor, state: EncoderChunkState, valid: Tensor | None
+    ) -> Tensor:
+        """Subsampled frames of chunk + look-ahead, ``(B, ceil(T_c / factor) + ceil(T_r / factor), H)``.
+
+        The subsampling runs over ``[left context, feats, right_feats]``; `factor` previous feature
+        frames cover the conv receptive field's left extent (factor − 1). When the chunk starts with
+        the previous look-ahead (as streaming passes it), those frames' subsampled outputs are taken
+        from the state instead: a segment whose length is a multiple of the factor never reads the
+        convs' right padding, so they are exactly what recomputing them would give, and at 320 ms
+        chunks + 160 ms look-ahead that skips a third of the subsampling's work.
+        """
+        factor = self.subsampling_factor
+        cached, reused = state.right_feats, state.right_sub
+        if (
+            valid is None
+            and cached is not None
+            and reused is not None
+            and factor <= cached.size(1) <= feats.size(1)
+            and torch.equal(feats[:, : cached.size(1)], cached)
+        ):
+            done = cached.size(1)
+            rest = torch.cat([feats[:, done - factor :], right_feats], dim=1)
+            if rest.size(1) == factor:
+                return reused
+            new, _ = self.subsampling(rest, torch.full((rest.size(0),), rest.size(1), device=rest.device))
+            return torch.cat([reused, new[:, 1:]], dim=1)
+        left = state.left_feats if state.left_feats is not None else feats[:, :0]
+        segment = torch.cat([left, feats, right_feats], dim=1)
+        seg_valid = torch.full((feats.size(0),), segment.size(1), device=feats.device)
+        if valid is not None:
+            seg_valid = (valid.to(feats.device) + left.size(1)).clamp(1, segment.size(1))
+        x, _ = self.subsampling(segment, seg_valid)
+        return x[:, left.size(1) // factor :]
