@@ -359,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n\n".join(
         [
             f"## Server (`benchmarks/bench_server.py --method {args.method} --workers {args.workers}`)\n\n"
+            f"`python -m benchmarks.bench_server --model {args.model} --method {args.method} --workers {args.workers} "
+            f"--repeats {args.repeats} --connections {args.connections} --streams {' '.join(map(str, args.streams))}"
+            f"{' --section ' + args.section if args.section != 'server' else ''}` — "
             f"{machine_line()}; model `{args.model.name}` "
             f"(search: {'its stored default' if args.method == 'default' else args.method}); "
             f"{args.workers} server worker process(es) (`--workers`) and the load generator share the machine's "
