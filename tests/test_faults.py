@@ -167,7 +167,8 @@ def test_a_full_queue_refuses_promptly_and_queued_work_still_completes(
         return transcribe_batch(*args, **kwargs)
 
     monkeypatch.setattr(recognizer, "transcribe_batch", stuck)
-    settings = {"max_queue_size": 1, "max_batch_size": 1, "max_batch_delay_ms": 0}
+    # No warm-up: it would call the stuck transcribe_batch itself, and `entered` would not mean the first call.
+    settings = {"max_queue_size": 1, "max_batch_size": 1, "max_batch_delay_ms": 0, "warm_up": False}
     with _server(recognizer, tiny_model_path, **settings) as server, AsrClient(server.address, timeout_s=30) as client:
         results: list[str] = []
         callers = [threading.Thread(target=lambda: results.append(client.transcribe(sample).text)) for _ in range(2)]
