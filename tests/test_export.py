@@ -70,7 +70,7 @@ def test_int8_checkpoint_is_smaller_and_transcribes_like_float32(tiny_model_path
     memorised = sorted(range(len(samples.durations)), key=samples.durations.__getitem__)[:8]  # the fixture's set
     texts = [t.text for t in recognizer.transcribe_batch([waveforms[i] for i in memorised])]
     assert texts == ["five", "nine", "three", "seven", "down", "left", "no", "stop"]
-    # Streaming too: int8 layers take the one-stream-at-a-time path at the end of a stream.
+    # Streaming too: int8 LSTM layers run one direction at a time, and stream ends share one pass.
     sessions = [recognizer.open_stream(StreamingOptions(chunk_ms=320, endpoint_silence_ms=0)) for _ in range(2)]
     for session, index in zip(sessions, memorised[:2], strict=True):
         session.push(waveforms[index])

@@ -337,6 +337,23 @@ def test_forward_chunk_direction_split_equals_the_doubled_batch_pass(
     torch.testing.assert_close(split, doubled, rtol=1e-5, atol=1e-5)
 
 
+def test_int8_lstm_streams_one_direction_at_a_time_like_its_doubled_batch_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``asr export --quantize int8`` models stream per direction too; dynamic activation scales differ slightly."""
+    import asr.models.encoder as encoder_module
+    from asr.quantization import apply_quantization
+
+    encoder = RNNEncoder(dataclasses.replace(TINY_ENCODER, rnn_type="lstm"), NUM_MELS).eval()
+    int8 = apply_quantization(encoder, "int8_dynamic")
+    assert all(encoder_module._splits_directions(layer) for layer in int8.layers)
+    feats = torch.randn(3, 41, NUM_MELS)
+    with torch.no_grad():
+        split = _encode_in_chunks(int8, feats, chunk=8, right=4)
+        monkeypatch.setattr(encoder_module, "_splits_directions", lambda layer: False)
+        doubled = _encode_in_chunks(int8, feats, chunk=8, right=4)
+    torch.testing.assert_close(split, doubled, rtol=0.0, atol=0.02)
+    assert (split - doubled).abs().mean() < 2e-3
+
+
 @pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
 def test_chunked_training_pass_encodes_each_row_exactly_as_a_live_stream(rnn_type: RNNType) -> None:
     """LC-BLSTM training must see the context streaming inference has, padding rows included."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import torch
 from torch import _VF, Tensor, nn
@@ -121,12 +121,21 @@ def _chunk_initial_state(carried: RNNState, bidirectional: bool, batch: int) -> 
     return _map_state(carried, build)
 
 
-def _splits_directions(layer: nn.Module) -> TypeGuard[nn.RNNBase]:
-    """Float one-layer cells whose directions :func:`_run_direction` can drive one at a time.
+def _int8_lstm(layer: nn.Module) -> bool:
+    """A dynamic-int8 one-layer LSTM (``asr export --quantize int8``): its packed weights run per direction too."""
+    from torch.ao.nn.quantized.dynamic import LSTM as Int8LSTM
 
-    Dynamic-int8 twins keep packed weights that only their own ``forward`` runs; for them
-    ``forward_chunk`` falls back to one call over a doubled batch.
+    return isinstance(layer, Int8LSTM) and layer.num_layers == 1
+
+
+def _splits_directions(layer: nn.Module) -> TypeGuard[nn.RNNBase]:
+    """One-layer cells whose directions :func:`_run_direction` can drive one at a time.
+
+    Float LSTM/GRU/RNN and dynamic-int8 LSTM. The int8 GRU keeps packed weights that only its
+    own ``forward`` runs; for it ``forward_chunk`` falls back to one call over a doubled batch.
     """
+    if _int8_lstm(layer):
+        return True
     return type(layer) in (nn.LSTM, nn.GRU, nn.RNN) and isinstance(layer, nn.RNNBase) and layer.num_layers == 1
 
 
@@ -141,10 +150,9 @@ def _run_direction(
     The same fused kernel ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` call, given one direction's
     weights: streaming needs the forward direction's state at the chunk end and the backward
     direction over chunk + look-ahead, and running them separately costs half the doubled batch.
+    An int8 LSTM runs ``torch.quantized_lstm`` on one direction's packed weights the same way.
     """
     suffix = "_reverse" if reverse else ""
-    kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if layer.bias else ("weight_ih", "weight_hh")
-    weights = [getattr(layer, f"{kind}_l0{suffix}") for kind in kinds]
     order = None
     if reverse and lens is not None:
         steps = torch.arange(x.size(1), device=x.device)[None]  # (1, T)
@@ -155,17 +163,32 @@ def _run_direction(
         x = x.flip(1)
     zeros = x.new_zeros(1, x.size(0), layer.hidden_size)
     final: RNNState
-    if isinstance(layer, nn.LSTM):
+    if _int8_lstm(layer):
+        h0, c0 = state if isinstance(state, tuple) else (zeros, zeros)
+        values: Any = layer._all_weight_values  # [forward, reverse] packed (weight, bias) per direction
+        packed = [values[int(reverse)].param]
+        out, h, c = torch.quantized_lstm(
+            x, (h0, c0), packed, layer.bias, 1, 0.0, False, False, True, dtype=layer.dtype, use_dynamic=True
+        )
+        final = (h, c)
+    elif isinstance(layer, nn.LSTM):
+        weights = _direction_weights(layer, suffix)
         h0, c0 = state if isinstance(state, tuple) else (zeros, zeros)
         out, h, c = _VF.lstm(x, (h0, c0), weights, layer.bias, 1, 0.0, False, False, True)
         final = (h, c)
     else:
+        weights = _direction_weights(layer, suffix)
         run = _VF.gru if isinstance(layer, nn.GRU) else _VF.rnn_tanh if layer.nonlinearity == "tanh" else _VF.rnn_relu
         h0 = state if isinstance(state, Tensor) else zeros
         out, final = run(x, h0, weights, layer.bias, 1, 0.0, False, False, True)
     if order is not None:
         return out.gather(1, order.expand(-1, -1, out.size(2))), final
     return (out.flip(1) if reverse else out), final
+
+
+def _direction_weights(layer: nn.RNNBase, suffix: str) -> list[Tensor]:
+    kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if layer.bias else ("weight_ih", "weight_hh")
+    return [getattr(layer, f"{kind}_l0{suffix}") for kind in kinds]
 
 
 def _chunk_layer(
