@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
 
     body = "\n\n".join(
         [
-            f"## Server (`benchmarks/bench_server.py --method {args.method} --workers {args.workers}`)\n\n"
+            f"## Server (`benchmarks/bench_server.py --method {args.method} --workers {args.workers}`"
+            f"{'' if args.model.name == 'default.pt' else f', `{args.model.name}`'})\n\n"
             f"`python -m benchmarks.bench_server --model {args.model} --method {args.method} --workers {args.workers} "
             f"--repeats {args.repeats} --connections {args.connections} --streams {' '.join(map(str, args.streams))}"
             f"{' --section ' + args.section if args.section != 'server' else ''}` — "
