@@ -18,6 +18,7 @@ from typing import Any, TypeGuard
 
 import torch
 from torch import _VF, Tensor, nn
+from torch.ao.nn.quantized.dynamic import LSTM as Int8LSTM  # loaded by `import torch` already
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from asr.config import EncoderConfig
@@ -123,8 +124,6 @@ def _chunk_initial_state(carried: RNNState, bidirectional: bool, batch: int) -> 
 
 def _int8_lstm(layer: nn.Module) -> bool:
     """A dynamic-int8 one-layer LSTM (``asr export --quantize int8``): its packed weights run per direction too."""
-    from torch.ao.nn.quantized.dynamic import LSTM as Int8LSTM
-
     return isinstance(layer, Int8LSTM) and layer.num_layers == 1
 
 
