@@ -26,6 +26,7 @@ from server.metrics import ServerMetrics
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+_DEADLINE_SLACK_S = 0.1  # cancellations this close to the deadline count as DEADLINE_EXCEEDED
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 # The one mapping from library errors to status codes (first match wins, so subclasses go first).
@@ -125,7 +126,9 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except BaseException:  # CancelledError included: the client went away or its deadline passed
-            expired = time_left_s is not None and time.perf_counter() - start >= time_left_s
+            # A client whose deadline passes cancels the call by its own clock, which started before ours: its
+            # cancellation can arrive a little before our deadline, so the last moments count as expiry too.
+            expired = time_left_s is not None and time.perf_counter() - start >= time_left_s - _DEADLINE_SLACK_S
             code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         finally:
