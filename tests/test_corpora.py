@@ -190,6 +190,17 @@ def make_shared_root(root: Path) -> None:
         (root / folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
 
 
+def add_split_corpus(root: Path, folder: str, splits: dict[str, str], *, with_field: bool = True) -> None:
+    """A corpus of one utterance per speaker; ``with_field`` writes each speaker's split into the manifest."""
+    lines = []
+    for speaker, split in splits.items():
+        audio = f"{speaker}/{speaker}-0001.wav"
+        write_audio(root / folder / audio, 0.3)
+        record = {"audio": audio, "text": "A SENTENCE", "speaker": speaker, "duration": 0.3}
+        lines.append(json.dumps({**record, "split": split} if with_field else record))
+    (root / folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+
+
 def test_prepare_shared_corpora_writes_speaker_disjoint_manifests(tmp_path: Path) -> None:
     make_shared_root(tmp_path / "shared")
     written = prepare_shared_corpora(tmp_path / "shared", tmp_path / "out")
@@ -208,6 +219,33 @@ def test_prepare_keeps_same_speaker_ljspeech_dev_out_of_the_combined_dev(tmp_pat
     written = prepare_shared_corpora(tmp_path / "shared", tmp_path / "out", ljspeech_dev_count=1)
     assert len(read_manifest(written["dev_ljspeech"])) == 1
     assert "LJ" not in {e.speaker for e in read_manifest(written["dev"])}
+
+
+def test_prepare_takes_every_corpus_folder_and_follows_its_split_field(tmp_path: Path) -> None:
+    make_shared_root(tmp_path / "shared")
+    add_split_corpus(
+        tmp_path / "shared", "mini_librispeech", {"19": "test", "226": "dev", "103": "train", "32": "train"}
+    )
+    speakers = {f"s{i:02d}": "" for i in range(20)}
+    add_split_corpus(tmp_path / "shared", "my_corpus", speakers, with_field=False)
+    (tmp_path / "shared" / "not_a_corpus").mkdir()  # no manifest.jsonl: ignored
+    written = prepare_shared_corpora(tmp_path / "shared", tmp_path / "out")
+    speakers_in = {name: {e.speaker for e in read_manifest(path)} for name, path in written.items()}
+    assert speakers_in["test_mini_librispeech"] == {"19"}
+    assert speakers_in["dev_mini_librispeech"] == {"226"}
+    assert speakers_in["train_mini_librispeech"] == {"103", "32"}
+    assert {"19", "226"} <= speakers_in["test"] | speakers_in["dev"] and "103" in speakers_in["train"]
+    # No split field: speaker-disjoint 80/10/10 by speaker, every speaker in exactly one split.
+    parts = [speakers_in[f"{split}_my_corpus"] for split in ("train", "dev", "test")]
+    assert [len(p) for p in parts] == [16, 2, 2]
+    assert set().union(*parts) == set(speakers)
+    assert [e.split for e in read_manifest(written["test_mini_librispeech"])] == ["test"]
+
+
+def test_a_split_field_outside_train_dev_test_is_refused(tmp_path: Path) -> None:
+    add_split_corpus(tmp_path, "corpus", {"a": "validation"})
+    with pytest.raises(ManifestError, match="'split' must be one of"):
+        read_manifest(tmp_path / "corpus" / "manifest.jsonl")
 
 
 def test_prepare_skips_absent_corpora(tmp_path: Path) -> None:
