@@ -85,7 +85,7 @@ def search_from_args(base: SearchConfig, args: argparse.Namespace) -> SearchConf
 def cmd_prepare(args: argparse.Namespace) -> None:
     from asr.data.corpora import import_corpus, split_by_speaker
     from asr.data.manifest import write_manifest
-    from asr.data.prepare import prepare_shared_corpora
+    from asr.data.prepare import prepare_shared_corpora, split_by_field
 
     out = Path(args.out)
     if args.kind == "shared":
@@ -94,15 +94,21 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             print(f"{name}: {path}")
         return
     entries = import_corpus(args.kind, Path(args.root))
+    official = {e.split for e in entries} - {""}
     if args.dev_fraction or args.test_fraction:
+        if official:
+            print(f"note: replacing the corpus's own {'/'.join(sorted(official))} split by a speaker split")
         splits = split_by_speaker(entries, args.dev_fraction, args.test_fraction, args.seed)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, part in splits._asdict().items():
-            write_manifest(out / f"{name}.jsonl", part)
-            print(f"{name}: {len(part)} utterances -> {out / f'{name}.jsonl'}")
+    elif official:  # AN4, Kaldi train/test folders: keep their split, and never one file mixing test into train
+        splits = split_by_field([e if e.split else dataclasses.replace(e, split="train") for e in entries])
     else:
         write_manifest(out, entries)
         print(f"{len(entries)} utterances -> {out}")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in splits._asdict().items():
+        write_manifest(out / f"{name}.jsonl", part)
+        print(f"{name}: {len(part)} utterances -> {out / f'{name}.jsonl'}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -376,12 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from asr.data.corpora import CORPUS_KINDS
+
     p = sub.add_parser("prepare", help="build JSONL manifests from a local corpus folder (never downloads)")
-    p.add_argument(
-        "kind", choices=["shared", "librispeech", "common_voice", "ljspeech", "speech_commands", "folder", "manifest"]
-    )
+    p.add_argument("kind", choices=["shared", *CORPUS_KINDS])
     p.add_argument("root", help="corpus folder")
-    p.add_argument("--out", required=True, help="manifest file, or a folder for split/shared output")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="manifest file, or a folder for split output (shared corpora, --dev/--test-fraction, or a corpus "
+        "with its own train/test split such as AN4 and Kaldi train/ test/ directories)",
+    )
     p.add_argument("--dev-fraction", type=float, default=0.0, help="speaker-disjoint dev split")
     p.add_argument("--test-fraction", type=float, default=0.0, help="speaker-disjoint test split")
     p.add_argument("--seed", type=int, default=0)
