@@ -239,9 +239,10 @@ def cmd_lm(args: argparse.Namespace) -> None:
     from asr.tokenizer import normalize_text
     from asr.training.ngram import build_arpa
 
-    text_path = Path(args.text)
-    if not text_path.is_file():
-        raise ConfigError(f"text file {text_path} does not exist")
+    text_paths = [Path(t) for t in args.text]
+    for text_path in text_paths:
+        if not text_path.is_file():
+            raise ConfigError(f"text file {text_path} does not exist")
     splitter: Callable[[str], list[str]] | None = None
     if args.unit == "token":
         from asr.checkpoint import load_checkpoint
@@ -254,13 +255,15 @@ def cmd_lm(args: argparse.Namespace) -> None:
         def splitter(sentence: str) -> list[str]:
             return [pieces[i] for i in tokenizer.encode(sentence)]
 
-    cfg = LMConfig(order=args.order, unit=args.unit, discount=args.discount)
-    if text_path.suffix == ".jsonl":  # a manifest: its transcripts are the text
-        from asr.data.manifest import read_manifest
+    cfg = LMConfig(order=args.order, unit=args.unit, discount=args.discount, min_counts=tuple(args.min_count))
+    lines: list[str] = []
+    for text_path in text_paths:
+        if text_path.suffix == ".jsonl":  # a manifest: its transcripts are the text
+            from asr.data.manifest import read_manifest
 
-        lines = [entry.text for entry in read_manifest(text_path)]
-    else:
-        lines = text_path.read_text(encoding="utf-8").splitlines()
+            lines += [entry.text for entry in read_manifest(text_path)]
+        else:
+            lines += text_path.read_text(encoding="utf-8").splitlines()
     # The recogniser emits normalised text (lower case, numbers as words, no punctuation): so must the LM.
     path = build_arpa([normalize_text(line) for line in lines], args.out, cfg, split=splitter)
     print(f"wrote {path}")
@@ -428,11 +431,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("lm", help="estimate an n-gram LM (ARPA) from a text file, one sentence per line")
-    p.add_argument("--text", required=True, help="UTF-8 text, one sentence per line, or a .jsonl manifest")
+    p.add_argument(
+        "--text",
+        required=True,
+        action="append",
+        help="UTF-8 text, one sentence per line, or a .jsonl manifest (repeatable: the texts are pooled)",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--unit", choices=["word", "token"], default="word")
     p.add_argument("--discount", type=float, default=0.75)
+    p.add_argument(
+        "--min-count",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="prune: from bigrams up, drop n-grams seen fewer than N times (e.g. --min-count 1 2)",
+    )
     p.add_argument("--model", help="token LMs: the model whose tokenizer splits the text")
     p.set_defaults(func=cmd_lm)
 
