@@ -248,6 +248,8 @@ class WebServer:
 
     async def _stream(self, request: web.Request, call: _Call) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=self._cfg.max_request_bytes, autoclose=True)
+        if not ws.can_prepare(request).ok:
+            return self._http_error(ConfigError("/v1/stream is a WebSocket endpoint: open it as one"), call)
         await ws.prepare(request)
         try:
             self._check_open()

@@ -471,3 +471,10 @@ def test_streams_are_counted_in_the_shared_metrics(server, known_paths):
     assert metric(server, "asr_audio_seconds_total", method="StreamingRecognize") > before_audio
     assert metric(server, "asr_request_latency_seconds_count", method="WebStream") > 0
     assert np.isclose(metric(server, "asr_active_streams"), 0)
+
+
+def test_a_plain_http_request_to_the_stream_endpoint_is_a_clear_400(server):
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(server.web_url + "/v1/stream", timeout=5)
+    body = json.loads(info.value.read())
+    assert info.value.code == 400 and body["code"] == "INVALID_ARGUMENT" and "WebSocket" in body["message"]
