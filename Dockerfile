@@ -14,12 +14,15 @@ COPY asr ./asr
 COPY protos ./protos
 COPY server ./server
 COPY client ./client
+# The shipped model travels in the image (Kubernetes pods need no volume for it); docker-compose.yml
+# mounts ./models over it, and --model / ASR_SERVER_MODEL picks another.
+COPY models/default.pt ./models/default.pt
 RUN pip install --extra-index-url "${TORCH_INDEX}" . \
     && useradd --system --uid 10001 asr
 USER asr
 
-# Models are mounted at /app/models (docker-compose.yml); --model / ASR_SERVER_MODEL picks one.
-EXPOSE 50051 9464
+# gRPC, the web page (when --web-port 8080 is set) and Prometheus metrics.
+EXPOSE 50051 8080 9464
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys; from client import AsrClient; sys.exit(AsrClient('127.0.0.1:50051', timeout_s=3, max_attempts=1).health() != 'SERVING')"]

@@ -72,6 +72,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[str | None, dict[str, Any]]:
     p.add_argument("--stream-batch-delay-ms", type=float)
     p.add_argument("--max-concurrent-streams", type=int)
     p.add_argument("--metrics-port", type=int, help="-1 turns the Prometheus exporter off")
+    p.add_argument("--web-port", type=int, help="serve the live-captions page and WebSocket API here (default off)")
     p.add_argument("--tokens-file", help="bearer tokens, one per line")
     p.add_argument("--tls-cert-file")
     p.add_argument("--tls-key-file")

@@ -1,4 +1,5 @@
-"""Assembles the grpc.aio server: servicer, batcher, health, reflection, interceptors, TLS, metrics.
+"""Assembles the grpc.aio server: servicer, batcher, health, reflection, interceptors, TLS, metrics,
+and (``web_port``) the live-captions page and WebSocket API on the same event loop and batcher.
 
 :func:`build_server` must run inside the event loop that will serve. :class:`ServerThread` runs a
 server on its own loop in a background thread, for tests and benchmarks that drive it with the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ from server.config import ServerConfig
 from server.interceptors import AuthInterceptor, ErrorInterceptor, ObservabilityInterceptor
 from server.metrics import ServerMetrics
 from server.servicer import RecognizerServicer
+from server.tokens import BearerTokens
+from server.web import WebServer
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +47,15 @@ class RunningServer:
     health: health.aio.HealthServicer
     batcher: DynamicBatcher
     metrics: ServerMetrics
+    web: WebServer | None = None
+    web_port: int | None = None  # None when the web page is off
 
     async def stop(self, grace_s: float | None, drain_s: float = 0.0) -> None:
         """Health NOT_SERVING (for ``drain_s``, still serving), then refuse new calls, let in-flight
-        ones finish within ``grace_s``, and drain the batcher."""
+        ones (gRPC calls and WebSocket streams alike) finish within ``grace_s``, and drain the batcher."""
         await self.health.enter_graceful_shutdown()
         await asyncio.sleep(drain_s)
-        await self.server.stop(grace_s)
+        await asyncio.gather(self.server.stop(grace_s), *([self.web.stop(grace_s)] if self.web else []))
         self.batcher.close()
         self.metrics.close()
 
@@ -73,6 +79,32 @@ def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
+def web_ssl_context(cfg: ServerConfig) -> ssl.SSLContext | None:
+    """HTTPS for the web port from the same PEM files as gRPC (browsers only allow the microphone on
+    https:// pages, or on localhost); with a client CA, browsers must present a certificate too."""
+    if not cfg.tls_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+    if cfg.tls_client_ca_file:
+        context.load_verify_locations(cfg.tls_client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def web_info(cfg: ServerConfig, recognizer: Recognizer) -> dict[str, object]:
+    """What the page and WebSocket clients are told about the stream they get (``/v1/info``, ``ready``)."""
+    return {
+        "model": model_name(cfg),
+        "sample_rate_hz": recognizer.sample_rate,
+        "chunk_ms": cfg.chunk_ms,
+        "right_context_ms": cfg.right_context_ms,
+        "max_stream_s": cfg.max_stream_s,
+        "max_audio_s": cfg.max_audio_s,
+        "max_request_bytes": cfg.max_request_bytes,
+    }
+
+
 async def build_server(cfg: ServerConfig, recognizer: Recognizer) -> RunningServer:
     """Create, bind and start the server (port 0 picks a free port, reported in ``RunningServer.port``)."""
     cfg.validate()
@@ -81,8 +113,9 @@ async def build_server(cfg: ServerConfig, recognizer: Recognizer) -> RunningServ
         await asyncio.to_thread(warm_up, recognizer, options, cfg.max_batch_size)
     metrics = ServerMetrics()
     interceptors: list[aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
-    if cfg.tokens_file:
-        interceptors.append(AuthInterceptor.from_file(cfg.tokens_file))
+    tokens = BearerTokens.from_file(cfg.tokens_file) if cfg.tokens_file else None
+    if tokens is not None:
+        interceptors.append(AuthInterceptor(tokens))
     interceptors.append(ErrorInterceptor())
     credentials = server_credentials(cfg)
     server = aio.server(
@@ -118,13 +151,23 @@ async def build_server(cfg: ServerConfig, recognizer: Recognizer) -> RunningServ
         raise ConfigError(f"cannot listen on {address}; is the port in use?")
     metrics_port = metrics.serve_http(cfg.metrics_host, cfg.metrics_port) if cfg.metrics_port >= 0 else None
     await server.start()
+    web, web_port = None, None
+    if cfg.web_port >= 0:
+        web = WebServer(cfg, core, metrics, tokens, web_info(cfg, recognizer), web_ssl_context(cfg))
+        try:
+            web_port = await web.start()
+        except OSError as exc:
+            await server.stop(None)
+            batcher.close()
+            metrics.close()
+            raise ConfigError(f"cannot serve the web page on {cfg.host}:{cfg.web_port}: {exc}") from exc
     for service in ("", SERVICE_NAME, compat_riva.SERVICE_NAME, compat_google.SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info(
-        "serving %s on port %d (metrics %s, tls %s, auth %s)",
-        model_name(cfg), port, metrics_port, bool(credentials), bool(cfg.tokens_file),
+        "serving %s on port %d (web %s, metrics %s, tls %s, auth %s)",
+        model_name(cfg), port, web_port, metrics_port, bool(credentials), bool(cfg.tokens_file),
     )
-    return RunningServer(server, port, metrics_port, health_servicer, batcher, metrics)
+    return RunningServer(server, port, metrics_port, health_servicer, batcher, metrics, web, web_port)
 
 
 class ServerThread:
@@ -147,6 +190,12 @@ class ServerThread:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def web_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the web page (the config must set ``web_port``)."""
+        assert self.running is not None and self.running.web_port is not None, "web_port is off"
+        return f"http://127.0.0.1:{self.running.web_port}"
 
     def start(self) -> ServerThread:
         self._thread.start()

@@ -74,6 +74,9 @@ class ServerConfig:
     tls_client_ca_file: str = ""  # PEM CA; when set, clients must present a certificate it signed (mTLS)
     metrics_host: str = "0.0.0.0"  # noqa: S104
     metrics_port: int = 9464  # Prometheus /metrics over HTTP; 0 = any free port, -1 = off
+    # The live-captions page, its WebSocket streams and file uploads over HTTP (HTTPS with the TLS files),
+    # on the same host; -1 = off, 0 = any free port (tests). Same batcher, limits, tokens and metrics as gRPC.
+    web_port: int = -1
     warm_up: bool = True  # run the model at the largest batch sizes once before reporting SERVING
     reflection: bool = True  # gRPC server reflection (grpcurl, Postman)
     log_level: str = "INFO"
@@ -92,8 +95,10 @@ class ServerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"server.{name} must be at least 1, got {getattr(self, name)}")
-        if self.workers > 1 and self.port == 0:
-            raise ConfigError("server.workers > 1 needs a fixed port: every worker binds the same one")
+        if self.workers > 1 and 0 in (self.port, self.web_port):
+            raise ConfigError("server.workers > 1 needs fixed ports: every worker binds the same ones")
+        if self.web_port > 0 and self.web_port in (self.port, self.metrics_port):
+            raise ConfigError(f"server.web_port {self.web_port} is already the gRPC or metrics port; pick another")
         if self.stream_idle_timeout_s <= 0:
             raise ConfigError(f"server.stream_idle_timeout_s must be > 0, got {self.stream_idle_timeout_s}")
         for name in ("max_batch_delay_ms", "stream_batch_delay_ms"):

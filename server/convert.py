@@ -29,6 +29,9 @@ METHODS: dict[int, str] = {
     pb.SEARCH_METHOD_RESCORING: "rescoring",
 }
 _MAX_SAMPLE_RATE_HZ = 192_000
+# The first bytes of containers that clients send by mistake as raw samples: decoded as PCM, a WAV
+# header is one click and the rest plays, so the mistake would pass unnoticed; compressed audio is noise.
+_CONTAINER_MAGIC = {b"RIFF": "WAV", b"fLaC": "FLAC", b"OggS": "OGG", b"ID3": "MP3"}
 
 
 def search_config(config: pb.RecognitionConfig, default: SearchConfig, limits: ServerConfig) -> SearchConfig:
@@ -125,8 +128,12 @@ class PcmStream:
         self._context = math.ceil(context_s * rate / self._period_in) * self._period_in  # whole periods
         self._buffer = np.zeros(0, dtype=np.float32)  # left context, then input not yet converted
         self._emitted = 0  # samples at the start of the buffer that are context only
+        self._started = False  # a non-empty chunk has arrived (only the first is checked for a file header)
 
     def push(self, data: bytes) -> np.ndarray:
+        if data and not self._started:
+            self._started = True
+            _refuse_container(data)
         samples = decode_pcm16(data, self._rate, self._rate, channels=self._channels)
         if self._rate == self._target:
             return samples
@@ -153,6 +160,15 @@ class PcmStream:
         out = resample(segment, self._rate, self._target)
         first = start // self._period_in * self._period_out
         return out[first:] if end is None else out[first : end // self._period_in * self._period_out]
+
+
+def _refuse_container(first_chunk: bytes) -> None:
+    for magic, kind in _CONTAINER_MAGIC.items():
+        if first_chunk.startswith(magic):
+            raise AudioError(
+                f"the stream starts with a {kind} file header, but streams carry raw LINEAR16 samples: "
+                "send the file to Recognize, or its PCM samples without the header"
+            )
 
 
 def streaming_options(config: pb.StreamingConfig, default: SearchConfig, limits: ServerConfig) -> StreamingOptions:

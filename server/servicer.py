@@ -1,5 +1,9 @@
 """``asr.v1.Recognizer``: validate → convert → batcher or stream session → convert back.
 
+:meth:`RecognizerServicer.recognize` and :meth:`RecognizerServicer.stream` hold the two paths
+without any gRPC context, so other transports (the web page's WebSocket, the drop-in Riva and
+Google APIs) run exactly the same limits, batching and metrics by building ``asr.v1`` messages.
+
 No tensor code and no error handling here: library errors propagate to the ErrorInterceptor,
 which owns the status-code table. CPU-heavy decoding of uploaded containers runs in a worker
 thread so the event loop keeps serving other calls.
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -45,6 +49,15 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         self._active_streams = 0
 
     async def Recognize(self, request: pb.RecognizeRequest, context: aio.ServicerContext) -> pb.RecognizeResponse:
+        return await self.recognize(request)
+
+    def StreamingRecognize(
+        self, request_iterator: AsyncIterator[pb.StreamingRecognizeRequest], context: aio.ServicerContext
+    ) -> AsyncGenerator[pb.StreamingRecognizeResponse, None]:
+        return self.stream(request_iterator)
+
+    async def recognize(self, request: pb.RecognizeRequest) -> pb.RecognizeResponse:
+        """The unary path, for any transport (gRPC and its drop-in APIs, the web page's file drop)."""
         start = time.perf_counter()
         config = request.config
         self._check_model(config.model)
@@ -61,9 +74,11 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         self._metrics.real_time_factor.observe(elapsed / max(transcript.duration_s, 1e-3))
         return response
 
-    async def StreamingRecognize(
-        self, request_iterator: AsyncIterator[pb.StreamingRecognizeRequest], context: aio.ServicerContext
-    ) -> AsyncIterator[pb.StreamingRecognizeResponse]:
+    async def stream(
+        self, request_iterator: AsyncIterator[pb.StreamingRecognizeRequest]
+    ) -> AsyncGenerator[pb.StreamingRecognizeResponse, None]:
+        """The streaming path, for any transport (gRPC and its drop-in APIs, WebSockets): one stream slot,
+        the idle and size limits, and chunk steps through the shared batcher."""
         requests = self._guarded(request_iterator)
         first = await anext(requests, None)
         if first is None or first.WhichOneof("request") != "config":

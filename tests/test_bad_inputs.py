@@ -259,6 +259,9 @@ STREAM_CASES: dict[str, StreamCase] = {
         lambda s, h: iter([_config(s.rate), _audio(_chunks(s)[0]), _config(s.rate)]), INVALID
     ),
     "config twice": StreamCase(lambda s, h: iter([_config(s.rate), _config(s.rate)]), INVALID),
+    "a WAV file streamed as if it were LINEAR16": StreamCase(
+        lambda s, h: iter([_config(s.rate), _audio(_wav(s.wave, s.rate))]), INVALID
+    ),
     "a stream that never sends config": StreamCase(lambda s, h: _silent_after([], h), EXHAUSTED, max_s=5),
     "a stream that goes quiet after config": StreamCase(
         lambda s, h: _silent_after([_config(s.rate)], h), EXHAUSTED, max_s=5

@@ -34,6 +34,7 @@ def test_string_settings_from_the_environment_stay_strings():
         ("", {"ASR_SERVER_NO_SUCH": "1"}, "ASR_SERVER_NO_SUCH"),
         ("max_batch_size: 0\n", {}, "max_batch_size"),
         ("tls_cert_file: a.pem\n", {}, "tls_key_file"),
+        ("web_port: 50051\n", {}, "web_port"),
     ],
 )
 def test_bad_settings_raise_config_error_naming_the_key(tmp_path, yaml_text, environ, message):
