@@ -248,7 +248,7 @@ def cmd_lm_text(args: argparse.Namespace) -> None:
 def cmd_lm(args: argparse.Namespace) -> None:
     from asr.config import LMConfig
     from asr.tokenizer import normalize_text
-    from asr.training.ngram import build_arpa
+    from asr.training.ngram import build_arpa, estimate_ngram, interpolate_ngrams, write_arpa
 
     text_paths = [Path(t) for t in args.text]
     for text_path in text_paths:
@@ -267,17 +267,25 @@ def cmd_lm(args: argparse.Namespace) -> None:
             return [pieces[i] for i in tokenizer.encode(sentence)]
 
     cfg = LMConfig(order=args.order, unit=args.unit, discount=args.discount, min_counts=tuple(args.min_count))
-    lines: list[str] = []
-    for text_path in text_paths:
-        if text_path.suffix == ".jsonl":  # a manifest: its transcripts are the text
-            from asr.data.manifest import read_manifest
-
-            lines += [entry.text for entry in read_manifest(text_path)]
-        else:
-            lines += text_path.read_text(encoding="utf-8").splitlines()
     # The recogniser emits normalised text (lower case, numbers as words, no punctuation): so must the LM.
-    path = build_arpa([normalize_text(line) for line in lines], args.out, cfg, split=splitter)
+    texts = [[normalize_text(line) for line in _text_lines(path)] for path in text_paths]
+    if args.mix:
+        if len(args.mix) != len(texts):
+            raise ConfigError(f"--mix needs one weight per --text ({len(texts)}), got {len(args.mix)}")
+        models = [estimate_ngram(lines, cfg, split=splitter) for lines in texts]
+        path = write_arpa(interpolate_ngrams(models, args.mix), args.out)
+    else:
+        path = build_arpa([line for lines in texts for line in lines], args.out, cfg, split=splitter)
     print(f"wrote {path}")
+
+
+def _text_lines(path: Path) -> list[str]:
+    """Sentences of a text file (one per line), or the transcripts of a ``.jsonl`` manifest."""
+    if path.suffix == ".jsonl":
+        from asr.data.manifest import read_manifest
+
+        return [entry.text for entry in read_manifest(path)]
+    return path.read_text(encoding="utf-8").splitlines()
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -473,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="N",
         help="prune: from bigrams up, drop n-grams seen fewer than N times (e.g. --min-count 1 2)",
+    )
+    p.add_argument(
+        "--mix",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="one weight per --text: estimate a model per text and interpolate them (default: pool the texts)",
     )
     p.add_argument("--model", help="token LMs: the model whose tokenizer splits the text")
     p.set_defaults(func=cmd_lm)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -117,6 +118,15 @@ def test_lm_pools_several_texts_and_prunes_rare_ngrams(tmp_path, capsys):
     assert full.in_vocab("mister") and full.in_vocab("smith's")  # normalised like transcripts
     assert ("the", "cat", "sat") in pruned.probs[2]  # three times across both texts
     assert ("a", "dog") in full.probs[1] and ("a", "dog") not in pruned.probs[1]
+    assert main([*base, "--out", str(tmp_path / "mixed.arpa"), "--mix", "0.2", "0.8"]) == 0
+    for name, text in (("books", books), ("transcripts", transcripts)):
+        assert main(["lm", "--text", str(text), "--order", "3", "--out", str(tmp_path / f"{name}.arpa")]) == 0
+    parts = [
+        math.exp(load_arpa(tmp_path / f"{n}.arpa").score(("the", "cat"), "sat")[0]) for n in ("books", "transcripts")
+    ]
+    mixed = math.exp(load_arpa(tmp_path / "mixed.arpa").score(("the", "cat"), "sat")[0])
+    assert mixed == pytest.approx(0.2 * parts[0] + 0.8 * parts[1], rel=1e-5)
+    assert main([*base, "--out", str(tmp_path / "bad.arpa"), "--mix", "1.0"]) == EXIT_ERROR
 
 
 def test_lm_build_and_fusion_and_boost_flags(tiny_model_path, known, tmp_path, capsys):

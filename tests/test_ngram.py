@@ -7,7 +7,7 @@ import pytest
 from asr.config import LMConfig
 from asr.decoding.ngram import LN10, NgramLM, load_arpa
 from asr.errors import CheckpointError, ConfigError
-from asr.training.ngram import build_arpa, estimate_ngram, write_arpa
+from asr.training.ngram import build_arpa, estimate_ngram, interpolate_ngrams, write_arpa
 
 TOY_ARPA = """\\data\\
 ngram 1=5
@@ -135,6 +135,39 @@ def test_too_many_or_zero_min_counts_are_refused():
         estimate_ngram(TEXT, LMConfig(order=2, min_counts=(2, 2)))
     with pytest.raises(ConfigError, match="min_counts"):
         estimate_ngram(TEXT, LMConfig(order=3, min_counts=(0,)))
+
+
+BOOKS = ["the cat sat on the mat", "a man ran to the house", "the house was old and the man was tired"]
+SPELLED = ["p l e a s a n t", "j u n e", "the cat", "p i t t"]
+
+
+def test_interpolated_model_sums_to_one_over_the_union_vocabulary():
+    books, spelled = (estimate_ngram(t, LMConfig(order=3)) for t in (BOOKS, SPELLED))
+    lm = NgramLM(interpolate_ngrams([books, spelled], [0.7, 0.3]))
+    vocab = [w for (w,) in lm.probs[0] if w != "<s>"]
+    assert {"house", "p"} <= set(vocab)
+    contexts = [()] + [g for table in lm.probs[:-1] for g in table if g[-1] != "</s>"]
+    for context in contexts:
+        total = sum(math.exp(lm.score(context, w)[0]) for w in vocab)
+        assert total == pytest.approx(1.0, abs=1e-6), context
+
+
+def test_interpolation_mixes_the_models_probabilities():
+    books, spelled = (estimate_ngram(t, LMConfig(order=2)) for t in (BOOKS, SPELLED))
+    a, b, mixed = NgramLM(books), NgramLM(spelled), NgramLM(interpolate_ngrams([books, spelled], [3, 1]))
+    for context, word in [(("the",), "cat"), (("p",), "l"), (("<s>",), "the")]:
+        expected = 0.75 * math.exp(a.score(context, word)[0]) + 0.25 * math.exp(b.score(context, word)[0])
+        assert math.exp(mixed.score(context, word)[0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_interpolation_weights_and_orders_are_checked():
+    two, three = estimate_ngram(BOOKS, LMConfig(order=2)), estimate_ngram(BOOKS, LMConfig(order=3))
+    with pytest.raises(ConfigError, match="one order"):
+        interpolate_ngrams([two, three], [0.5, 0.5])
+    with pytest.raises(ConfigError, match="one weight per model"):
+        interpolate_ngrams([two, two], [1.0])
+    with pytest.raises(ConfigError, match="non-negative"):
+        interpolate_ngrams([two, two], [1.0, -0.5])
 
 
 def test_arpa_round_trip_keeps_probabilities(tmp_path):

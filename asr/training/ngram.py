@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from asr.config import LMConfig
@@ -83,15 +83,61 @@ def _prune(tables: Tables, counts: list[Counter[Ngram]], min_counts: tuple[int, 
         keep[n - 1] = kept
     for n in range(2, order + 1):
         tables[n - 1] = {g: v for g, v in tables[n - 1].items() if g in keep[n - 1]}
-        kept_mass: dict[Ngram, float] = defaultdict(float)
-        lower_mass: dict[Ngram, float] = defaultdict(float)
-        for g, (logp, _) in tables[n - 1].items():
-            kept_mass[g[:-1]] += 10.0**logp
-            lower_mass[g[:-1]] += 10.0 ** _backoff_log10(tables, g[1:])
-        for h, (logp, _) in tables[n - 2].items():
-            numerator, denominator = 1.0 - kept_mass.get(h, 0.0), 1.0 - lower_mass.get(h, 0.0)
-            backoff = numerator / denominator if numerator > 0 and denominator > 0 else 1.0
-            tables[n - 2][h] = (logp, math.log10(backoff))
+        _renormalise_backoffs(tables, n)
+
+
+def interpolate_ngrams(models: Sequence[Tables], weights: Sequence[float]) -> Tables:
+    """One back-off model mixing ``models`` linearly: ``p(w | h) = Σ λ_i p_i(w | h)`` on every n-gram of any of them.
+
+    Static interpolation, as SRILM's ``-mix-lm``: each model's probability is its full back-off
+    probability (a word missing from a model gets that model's ``<unk>``), and back-offs are then
+    renormalised so that every context sums to 1. It is how in-domain transcripts keep their weight
+    next to millions of words of books: pooled counts would drown the AN4 spelling patterns.
+    """
+    if len(models) != len(weights) or not models:
+        raise ConfigError(f"interpolation needs one weight per model, got {len(weights)} for {len(models)}")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"interpolation weights must be non-negative and not all zero, got {list(weights)}")
+    order = len(models[0])
+    if any(len(m) != order for m in models):
+        raise ConfigError(f"only n-grams of one order can be interpolated, got orders {[len(m) for m in models]}")
+    lambdas = [w / sum(weights) for w in weights]
+    mixed: Tables = []
+    for n in range(1, order + 1):
+        grams = set().union(*(m[n - 1].keys() for m in models))
+        probs = {g: sum(lam * 10.0 ** _known_log10(m, g) for m, lam in zip(models, lambdas)) for g in grams}
+        if n == 1:  # words one model lacks got its <unk> mass too: scale the unigrams back to a distribution
+            total = sum(p for g, p in probs.items() if g != (BOS,))
+            probs = {g: p / total for g, p in probs.items()}
+        mixed.append({g: (math.log10(p) if p > 0 else _LOG10_ZERO, 0.0) for g, p in probs.items()})
+    _fix_unigram_bos(mixed)
+    for n in range(2, order + 1):
+        _renormalise_backoffs(mixed, n)
+    return mixed
+
+
+def _known_log10(tables: Tables, ngram: Ngram) -> float:
+    """log10 p(ngram[-1] | ngram[:-1]), scoring a word the model lacks as its ``<unk>``."""
+    if (ngram[-1],) not in tables[0] and (UNK,) in tables[0]:
+        ngram = (*ngram[:-1], UNK)
+    return _backoff_log10(tables, ngram)
+
+
+def _renormalise_backoffs(tables: Tables, n: int) -> None:
+    """Set the back-off of every order-(n-1) context so that its distribution sums to 1 given the n-grams kept.
+
+    ``bo(h) = (1 − Σ_kept p(w | h)) / (1 − Σ_kept p_lower(w | h[1:]))``, with the lower orders
+    (already final) scoring the denominator by back-off.
+    """
+    kept_mass: dict[Ngram, float] = defaultdict(float)
+    lower_mass: dict[Ngram, float] = defaultdict(float)
+    for g, (logp, _) in tables[n - 1].items():
+        kept_mass[g[:-1]] += 10.0**logp
+        lower_mass[g[:-1]] += 10.0 ** _backoff_log10(tables, g[1:])
+    for h, (logp, _) in tables[n - 2].items():
+        numerator, denominator = 1.0 - kept_mass.get(h, 0.0), 1.0 - lower_mass.get(h, 0.0)
+        backoff = numerator / denominator if numerator > 0 and denominator > 0 else 1.0
+        tables[n - 2][h] = (logp, math.log10(backoff))
 
 
 def _backoff_log10(tables: Tables, ngram: Ngram) -> float:
