@@ -247,6 +247,7 @@ def cmd_lm_text(args: argparse.Namespace) -> None:
 
 def cmd_lm(args: argparse.Namespace) -> None:
     from asr.config import LMConfig
+    from asr.decoding.ngram import load_arpa
     from asr.tokenizer import normalize_text
     from asr.training.ngram import build_arpa, estimate_ngram, interpolate_ngrams, write_arpa
 
@@ -268,11 +269,18 @@ def cmd_lm(args: argparse.Namespace) -> None:
 
     cfg = LMConfig(order=args.order, unit=args.unit, discount=args.discount, min_counts=tuple(args.min_count))
     # The recogniser emits normalised text (lower case, numbers as words, no punctuation): so must the LM.
-    texts = [[normalize_text(line) for line in _text_lines(path)] for path in text_paths]
+    texts = [
+        [] if path.suffix == ".arpa" else [normalize_text(line) for line in _text_lines(path)] for path in text_paths
+    ]
+    if not args.mix and any(path.suffix == ".arpa" for path in text_paths):
+        raise ConfigError("an .arpa --text is a ready model: it can only be mixed with others (--mix)")
     if args.mix:
         if len(args.mix) != len(texts):
             raise ConfigError(f"--mix needs one weight per --text ({len(texts)}), got {len(args.mix)}")
-        models = [estimate_ngram(lines, cfg, split=splitter) for lines in texts]
+        models = [
+            load_arpa(path).probs if path.suffix == ".arpa" else estimate_ngram(lines, cfg, split=splitter)
+            for path, lines in zip(text_paths, texts, strict=True)
+        ]
         path = write_arpa(interpolate_ngrams(models, args.mix), args.out)
     else:
         path = build_arpa([line for lines in texts for line in lines], args.out, cfg, split=splitter)
@@ -468,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--text",
         required=True,
         action="append",
-        help="UTF-8 text, one sentence per line, or a .jsonl manifest (repeatable: the texts are pooled)",
+        help="UTF-8 text, one sentence per line, a .jsonl manifest, or (with --mix) an ARPA model; repeatable",
     )
     p.add_argument("--out", required=True)
     p.add_argument("--order", type=int, default=3)
@@ -487,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         nargs="+",
         metavar="W",
-        help="one weight per --text: estimate a model per text and interpolate them (default: pool the texts)",
+        help="one weight per --text: estimate a model per text (an .arpa --text is used as it is) and interpolate "
+        "them (default: pool the texts)",
     )
     p.add_argument("--model", help="token LMs: the model whose tokenizer splits the text")
     p.set_defaults(func=cmd_lm)

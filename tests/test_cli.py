@@ -126,6 +126,12 @@ def test_lm_pools_several_texts_and_prunes_rare_ngrams(tmp_path, capsys):
     ]
     mixed = math.exp(load_arpa(tmp_path / "mixed.arpa").score(("the", "cat"), "sat")[0])
     assert mixed == pytest.approx(0.2 * parts[0] + 0.8 * parts[1], rel=1e-5)
+    ready = ["lm", "--text", str(tmp_path / "books.arpa"), "--text", str(transcripts), "--order", "3"]
+    assert main([*ready, "--mix", "0.2", "0.8", "--out", str(tmp_path / "mixed2.arpa")]) == 0  # a model as it is
+    words = ["a", "dog", "ran", "the", "cat", "sat"]
+    mixed_lm, mixed2_lm = load_arpa(tmp_path / "mixed.arpa"), load_arpa(tmp_path / "mixed2.arpa")
+    assert mixed2_lm.sentence_score(words) == pytest.approx(mixed_lm.sentence_score(words), abs=1e-5)
+    assert main([*ready, "--out", str(tmp_path / "bad.arpa")]) == EXIT_ERROR  # a model cannot be pooled
     assert main([*base, "--out", str(tmp_path / "bad.arpa"), "--mix", "1.0"]) == EXIT_ERROR
 
 
