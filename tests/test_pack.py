@@ -11,6 +11,7 @@ import dataclasses
 import shutil
 
 import pytest
+import torch
 
 from asr.audio import load_audio
 from asr.checkpoint import load_checkpoint, read_payload, save_checkpoint
@@ -149,3 +150,16 @@ def test_tune_refuses_a_search_without_a_beam(tiny_model_path, arpa, samples, tm
     args = ["pack", "--model", str(tiny_model_path), "--out", str(tmp_path / "x.pt"), "--lm", str(arpa)]
     assert main([*args, "--method", "ctc_greedy", "--tune", str(samples.manifest)]) == EXIT_ERROR
     assert "beam search" in capsys.readouterr().err
+
+
+def test_the_stored_lm_is_compressed_and_older_plain_text_checkpoints_still_load(packed, arpa, tmp_path):
+    payload = read_payload(packed)
+    text = arpa.read_text(encoding="utf-8")
+    assert "ngram_arpa" not in payload and len(payload["ngram_arpa_gz"]) < len(text.encode())
+    assert load_checkpoint(packed).ngram_arpa == text
+    old = {k: v for k, v in payload.items() if k != "ngram_arpa_gz"} | {"ngram_arpa": text}
+    torch.save(old, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").ngram_arpa == text
+    torch.save(payload | {"ngram_arpa_gz": b"not gzip"}, tmp_path / "corrupt.pt")
+    with pytest.raises(CheckpointError, match="not gzip-compressed ARPA text"):
+        load_checkpoint(tmp_path / "corrupt.pt")
