@@ -354,10 +354,17 @@ def test_int8_lstm_streams_one_direction_at_a_time_like_its_doubled_batch_pass(m
     assert (split - doubled).abs().mean() < 2e-3
 
 
-@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
-def test_chunked_training_pass_encodes_each_row_exactly_as_a_live_stream(rnn_type: RNNType) -> None:
+@pytest.mark.parametrize(
+    ("rnn_type", "subsampling", "right"),
+    [("lstm", "conv", 4), ("gru", "conv", 4), ("lstm", "conv", 6), ("lstm", "stack", 4), ("rnn", "stack", 0)],
+)
+def test_chunked_training_pass_encodes_each_row_exactly_as_a_live_stream(
+    rnn_type: RNNType, subsampling: Subsampling, right: int
+) -> None:
     """LC-BLSTM training must see the context streaming inference has, padding rows included."""
-    cfg = dataclasses.replace(TINY_ENCODER, rnn_type=rnn_type, chunk_right_context_frames=4)
+    cfg = dataclasses.replace(
+        TINY_ENCODER, rnn_type=rnn_type, subsampling=subsampling, chunk_right_context_frames=right
+    )
     encoder = RNNEncoder(cfg, NUM_MELS).eval()  # eval: no dropout, so the two passes are comparable
     lengths = [41, 23, 9]
     feats = torch.randn(len(lengths), max(lengths), NUM_MELS)
@@ -366,7 +373,7 @@ def test_chunked_training_pass_encodes_each_row_exactly_as_a_live_stream(rnn_typ
     with torch.no_grad():
         enc, enc_lens = encoder._forward_chunked(feats, torch.tensor(lengths), chunk_frames=8)
         for row, length in enumerate(lengths):
-            alone = _encode_in_chunks(encoder, feats[row : row + 1, :length], chunk=8, right=4)
+            alone = _encode_in_chunks(encoder, feats[row : row + 1, :length], chunk=8, right=right)
             assert int(enc_lens[row]) == alone.size(1)
             torch.testing.assert_close(enc[row : row + 1, : alone.size(1)], alone, rtol=1e-5, atol=1e-5)
             assert not enc[row, alone.size(1) :].any()
