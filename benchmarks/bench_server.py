@@ -294,9 +294,44 @@ def model_batch_gain(model: Path, waveform: np.ndarray, batch: int, threads: int
     return single * 1e3, batched * 1e3
 
 
+STREAM_HEADERS = [
+    "streams",
+    "partial p50",
+    "partial p99",
+    "server p50",
+    "server p99",
+    "final p50",
+    "final p99",
+    "mean batch",
+    "server CPU (cores)",
+    "load generator CPU",
+    "errors",
+]
+
+
+def model_stream_rows(model: Path, args: argparse.Namespace, pcm: bytes, method: str) -> list[list[object]]:
+    """The stream-count rows for ``model`` on a server of its own (the same flags as the main model's)."""
+    flags = ["--max-batch-size", "32", "--torch-threads", str(args.torch_threads), "--workers", str(args.workers)]
+    server = ServerProcess(model, args.logs / f"bench_server_{model.stem}.log", *flags)
+    try:
+        return [
+            asyncio.run(run_streams(server, n, pcm, seed=n, method=method, connections=args.connections))
+            for n in args.streams
+        ]
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=ROOT / "models" / "default.pt")
+    p.add_argument(
+        "--compare-model",
+        type=Path,
+        action="append",
+        default=[],
+        help="another model whose streams are measured in the same run, on its own server (repeatable)",
+    )
     p.add_argument("--streams", type=int, nargs="+", default=[1, 16, 64, 200])
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--throughput-seconds", type=float, default=15.0)
@@ -310,9 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = p.parse_args(argv)
     method, throughput_s = METHODS[args.method], args.throughput_seconds
-    if not args.model.is_file():
-        print(f"model {args.model} not found; pass --model", file=sys.stderr)
-        return 2
+    for model in (args.model, *args.compare_model):
+        if not model.is_file():
+            print(f"model {model} not found; pass --model / --compare-model", file=sys.stderr)
+            return 2
     load_average = os.getloadavg()[0]  # other work on the machine shares the cores with this run
     pcm = stream_audio(args.repeats)
     flac = sorted((SAMPLES / "librispeech").glob("*.flac"))[0]
@@ -355,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         server.stop()
+    compared = [
+        [f"`{model}`", *row]
+        for model in args.compare_model
+        for row in model_stream_rows(model, args, pcm, method)
+    ]
 
     body = "\n\n".join(
         [
@@ -362,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'' if args.model.name == 'default.pt' else f', `{args.model.name}`'})\n\n"
             f"`python -m benchmarks.bench_server --model {args.model} --method {args.method} --workers {args.workers} "
             f"--repeats {args.repeats} --connections {args.connections} --streams {' '.join(map(str, args.streams))}"
+            f"{''.join(f' --compare-model {m}' for m in args.compare_model)}"
             f"{' --section ' + args.section if args.section != 'server' else ''}` — "
             f"{machine_line()}; model `{args.model.name}` "
             f"(search: {'its stored default' if args.method == 'default' else args.method}); "
@@ -374,21 +416,15 @@ def main(argv: list[str] | None = None) -> int:
             "sending the audio a partial needed (its end time + right context) to receiving it; server = the "
             "server's own processing latency; final = from the last chunk to the final result. CPU = cores busy in the "
             "server processes and in the load generator.",
-            table(
+            table(STREAM_HEADERS, stream_rows),
+            *(
                 [
-                    "streams",
-                    "partial p50",
-                    "partial p99",
-                    "server p50",
-                    "server p99",
-                    "final p50",
-                    "final p99",
-                    "mean batch",
-                    "server CPU (cores)",
-                    "load generator CPU",
-                    "errors",
-                ],
-                stream_rows,
+                    "The same streams against the other models (`--compare-model`), each on its own server with the "
+                    "same flags, in this run:",
+                    table(["model", *STREAM_HEADERS], compared),
+                ]
+                if compared
+                else []
             ),
             f"Recognize throughput, {args.clients} concurrent clients, {audio_s:.1f} s FLAC per request, "
             f"{args.throughput_seconds:g} s each, same run:",
