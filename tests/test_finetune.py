@@ -73,3 +73,32 @@ def test_finetune_cli_lowers_new_speakers_dev_loss_and_keeps_frozen_layers(
     assert torch.equal(before["encoder.subsampling.proj.weight"], after["encoder.subsampling.proj.weight"])
     assert torch.equal(before["encoder.layers.0.weight_ih_l0"], after["encoder.layers.0.weight_ih_l0"])
     assert not torch.equal(before["encoder.layers.1.weight_ih_l0"], after["encoder.layers.1.weight_ih_l0"])
+
+
+def test_a_ctc_model_gains_an_attention_decoder_and_keeps_its_encoder(tiny_model_path, manifests, tmp_path):
+    base_manifest, _ = manifests
+    overrides = ["model.decoder.enabled=true", "model.ctc_weight=0.3", "training.threads=1", "training.device=cpu"]
+    overrides += ["model.decoder.embed_dim=8", "model.decoder.hidden_size=16", "model.decoder.attention_dim=8"]
+    cfg = FinetuneConfig(max_steps=3, warmup_steps=1, learning_rate=1e-9)  # a step too small to move the encoder
+    result = finetune(tiny_model_path, [str(base_manifest)], [str(base_manifest)], tmp_path, cfg, overrides=overrides)
+    joint = load_checkpoint(result.model_path)
+    assert joint.model.decoder is not None and joint.config.model.ctc_weight == 0.3
+    before = load_checkpoint(tiny_model_path).model.state_dict()
+    after = joint.model.state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-5) for k in before)
+    paths = [e.audio for e in read_manifest(base_manifest)]
+    base_texts = [t.text for t in Recognizer(load_checkpoint(tiny_model_path), device="cpu").transcribe_files(paths)]
+    assert [t.text for t in Recognizer(joint, device="cpu").transcribe_files(paths)] == base_texts
+
+
+def test_other_architecture_changes_are_still_refused(tiny_model_path, manifests, tmp_path):
+    base_manifest, _ = manifests
+    with pytest.raises(ConfigError, match="change the model's architecture"):
+        finetune(
+            tiny_model_path,
+            [str(base_manifest)],
+            [str(base_manifest)],
+            tmp_path,
+            FinetuneConfig(max_steps=1),
+            overrides=["model.encoder.num_layers=5"],
+        )

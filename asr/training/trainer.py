@@ -144,10 +144,7 @@ class Trainer:
             # LC-BLSTM training) take effect; modules read their config when they are built.
             self.bundle = build_bundle(cfg, init.tokenizer, init.cmvn)
             self.bundle.ngram_arpa = init.ngram_arpa  # a packed model's n-gram ("@model") stays with it
-            try:
-                self.bundle.model.load_state_dict(init.model.state_dict())
-            except RuntimeError as exc:
-                raise ConfigError(f"the overrides change the model's architecture; weights do not fit: {exc}") from exc
+            self._load_init_weights(init)
         else:
             tokenizer = build_tokenizer(cfg.tokenizer, (e.text for e in self.train_entries))
             self.bundle = build_bundle(cfg, tokenizer)
@@ -184,6 +181,26 @@ class Trainer:
         self.batch_in_epoch = 0
         self.evals: list[dict[str, Any]] = []  # {"step", "dev_wer", "dev_cer", "path"}
         self.stale_evals = 0
+
+    def _load_init_weights(self, init: ModelBundle) -> None:
+        """The initial model's weights; an attention decoder the config adds to a CTC model starts untrained.
+
+        That is how a trained CTC model becomes a joint CTC/attention one (``asr finetune --set
+        model.decoder.enabled=true --set model.ctc_weight=0.3``); any other change of architecture
+        is refused, because the weights would not mean what they did.
+        """
+        try:
+            missing, unexpected = self.bundle.model.load_state_dict(init.model.state_dict(), strict=False)
+        except RuntimeError as exc:
+            raise ConfigError(f"the overrides change the model's architecture; weights do not fit: {exc}") from exc
+        added_decoder = init.model.decoder is None and all(key.startswith("decoder.") for key in missing)
+        if unexpected or (missing and not added_decoder):
+            raise ConfigError(
+                "the overrides change the model's architecture; weights do not fit: "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+        if missing:
+            log.info("added an untrained attention decoder (%d tensors) to the CTC model", len(missing))
 
     def _estimate_cmvn(self) -> Any:
         rng = random.Random(self.cfg.seed)
