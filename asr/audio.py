@@ -24,7 +24,7 @@ from asr.errors import AudioError
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".sph")  # .sph: NIST SPHERE (AN4, TIMIT-style)
 _CONVERT_HINT = "convert it to 16-bit WAV or FLAC (e.g. `ffmpeg -i in.m4a -ac 1 -ar 16000 out.wav`)"
 # libsndfile's WAV log reports a short data chunk as "data : 32000 (should be 15978)".
 _SHORT_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)

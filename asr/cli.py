@@ -85,7 +85,7 @@ def search_from_args(base: SearchConfig, args: argparse.Namespace) -> SearchConf
 def cmd_prepare(args: argparse.Namespace) -> None:
     from asr.data.corpora import import_corpus, split_by_speaker
     from asr.data.manifest import write_manifest
-    from asr.data.prepare import prepare_shared_corpora
+    from asr.data.prepare import prepare_shared_corpora, split_by_field
 
     out = Path(args.out)
     if args.kind == "shared":
@@ -94,15 +94,21 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             print(f"{name}: {path}")
         return
     entries = import_corpus(args.kind, Path(args.root))
+    official = {e.split for e in entries} - {""}
     if args.dev_fraction or args.test_fraction:
+        if official:
+            print(f"note: replacing the corpus's own {'/'.join(sorted(official))} split by a speaker split")
         splits = split_by_speaker(entries, args.dev_fraction, args.test_fraction, args.seed)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, part in splits._asdict().items():
-            write_manifest(out / f"{name}.jsonl", part)
-            print(f"{name}: {len(part)} utterances -> {out / f'{name}.jsonl'}")
+    elif official:  # AN4, Kaldi train/test folders: keep their split, and never one file mixing test into train
+        splits = split_by_field([e if e.split else dataclasses.replace(e, split="train") for e in entries])
     else:
         write_manifest(out, entries)
         print(f"{len(entries)} utterances -> {out}")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in splits._asdict().items():
+        write_manifest(out / f"{name}.jsonl", part)
+        print(f"{name}: {len(part)} utterances -> {out / f'{name}.jsonl'}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -233,9 +239,10 @@ def cmd_lm(args: argparse.Namespace) -> None:
     from asr.tokenizer import normalize_text
     from asr.training.ngram import build_arpa
 
-    text_path = Path(args.text)
-    if not text_path.is_file():
-        raise ConfigError(f"text file {text_path} does not exist")
+    text_paths = [Path(t) for t in args.text]
+    for text_path in text_paths:
+        if not text_path.is_file():
+            raise ConfigError(f"text file {text_path} does not exist")
     splitter: Callable[[str], list[str]] | None = None
     if args.unit == "token":
         from asr.checkpoint import load_checkpoint
@@ -248,13 +255,15 @@ def cmd_lm(args: argparse.Namespace) -> None:
         def splitter(sentence: str) -> list[str]:
             return [pieces[i] for i in tokenizer.encode(sentence)]
 
-    cfg = LMConfig(order=args.order, unit=args.unit, discount=args.discount)
-    if text_path.suffix == ".jsonl":  # a manifest: its transcripts are the text
-        from asr.data.manifest import read_manifest
+    cfg = LMConfig(order=args.order, unit=args.unit, discount=args.discount, min_counts=tuple(args.min_count))
+    lines: list[str] = []
+    for text_path in text_paths:
+        if text_path.suffix == ".jsonl":  # a manifest: its transcripts are the text
+            from asr.data.manifest import read_manifest
 
-        lines = [entry.text for entry in read_manifest(text_path)]
-    else:
-        lines = text_path.read_text(encoding="utf-8").splitlines()
+            lines += [entry.text for entry in read_manifest(text_path)]
+        else:
+            lines += text_path.read_text(encoding="utf-8").splitlines()
     # The recogniser emits normalised text (lower case, numbers as words, no punctuation): so must the LM.
     path = build_arpa([normalize_text(line) for line in lines], args.out, cfg, split=splitter)
     print(f"wrote {path}")
@@ -376,12 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from asr.data.corpora import CORPUS_KINDS
+
     p = sub.add_parser("prepare", help="build JSONL manifests from a local corpus folder (never downloads)")
-    p.add_argument(
-        "kind", choices=["shared", "librispeech", "common_voice", "ljspeech", "speech_commands", "folder", "manifest"]
-    )
+    p.add_argument("kind", choices=["shared", *CORPUS_KINDS])
     p.add_argument("root", help="corpus folder")
-    p.add_argument("--out", required=True, help="manifest file, or a folder for split/shared output")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="manifest file, or a folder for split output (shared corpora, --dev/--test-fraction, or a corpus "
+        "with its own train/test split such as AN4 and Kaldi train/ test/ directories)",
+    )
     p.add_argument("--dev-fraction", type=float, default=0.0, help="speaker-disjoint dev split")
     p.add_argument("--test-fraction", type=float, default=0.0, help="speaker-disjoint test split")
     p.add_argument("--seed", type=int, default=0)
@@ -417,11 +431,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("lm", help="estimate an n-gram LM (ARPA) from a text file, one sentence per line")
-    p.add_argument("--text", required=True, help="UTF-8 text, one sentence per line, or a .jsonl manifest")
+    p.add_argument(
+        "--text",
+        required=True,
+        action="append",
+        help="UTF-8 text, one sentence per line, or a .jsonl manifest (repeatable: the texts are pooled)",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--unit", choices=["word", "token"], default="word")
     p.add_argument("--discount", type=float, default=0.75)
+    p.add_argument(
+        "--min-count",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="prune: from bigrams up, drop n-grams seen fewer than N times (e.g. --min-count 1 2)",
+    )
     p.add_argument("--model", help="token LMs: the model whose tokenizer splits the text")
     p.set_defaults(func=cmd_lm)
 

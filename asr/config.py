@@ -222,6 +222,10 @@ class LMConfig:
     unit: Literal["word", "token"] = "word"
     discount: float = 0.75  # absolute discount of interpolated Kneser-Ney
     modified: bool = True  # modified KN: 3 discounts per order from counts-of-counts; `discount` when too sparse
+    # Count pruning, from bigrams up: an n-gram seen fewer times than this in the text is dropped and
+    # scored by back-off instead (e.g. [1, 2]: keep every bigram, drop trigrams seen once). Open text
+    # makes millions of singleton n-grams, and the LM lives inside the model file and every server worker.
+    min_counts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

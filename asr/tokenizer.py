@@ -44,7 +44,12 @@ _ORDINAL_WORDS = {
 _MAX_CARDINAL = 10**15  # beyond this, digits are read one by one (account or phone numbers)
 
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}\b)")
-_CURRENCY = re.compile(r"\$\s?(\d+)(?:\.(\d\d))?\b")
+_CURRENCY = re.compile(r"([$£])\s?(\d+)(?:\.(\d\d))?\b")
+_CURRENCY_WORDS = {"$": ("dollar", "cent"), "£": ("pound", "penny")}
+# Titles and Latin abbreviations as LibriSpeech's transcribers spell them out ("MISTER", "MISSUS");
+# LJSpeech and ARCTIC keep them abbreviated. "st." (saint or street) and "no." are ambiguous: left alone.
+_ABBREVIATIONS = {"mr": "mister", "mrs": "missus", "dr": "doctor", "messrs": "messieurs", "etc": "et cetera"}
+_ABBREVIATION = re.compile(r"\b(" + "|".join(_ABBREVIATIONS) + r")\b\.?")
 _PERCENT = re.compile(r"(\d)\s?%")
 _ORDINAL = re.compile(r"\b(\d+)(?:st|nd|rd|th)\b")
 _DECIMAL = re.compile(r"(\d+)\.(\d+)")
@@ -61,11 +66,15 @@ def normalize_text(text: str, *, numbers_to_words: bool = True) -> str:
     Accents are stripped (NFKD, "café" → "cafe"); hyphens, dashes and slashes separate words
     ("forty-two" → "forty two"); other punctuation is dropped. With ``numbers_to_words`` digits
     are spelled as the corpora's readers say them ("1984" → "nineteen eighty four", "3rd" →
-    "third"), so a model never has to output digits.
+    "third"), so a model never has to output digits. Titles are spelled out ("Mr." → "mister")
+    and "&" is "and", as LibriSpeech writes them. Upper-case corpora (LibriSpeech,
+    speechocean762, AN4) and AN4's spelled letters ("P L E A S A N T", one word per letter, as
+    spoken) need nothing more: each corpus's lines are checked in tests/test_tokenizer.py.
     """
     text = unicodedata.normalize("NFKD", text)
     text = "".join(c for c in text if not unicodedata.combining(c))
-    text = _APOSTROPHES.sub("'", text.lower())
+    text = _APOSTROPHES.sub("'", text.lower()).replace("&", " and ")
+    text = _ABBREVIATION.sub(lambda m: _ABBREVIATIONS[m.group(1)], text)
     if numbers_to_words:
         text = expand_numbers(text)
     text = _DASHES.sub(" ", text)
@@ -90,11 +99,16 @@ def expand_numbers(text: str) -> str:
 
 
 def _say_currency(match: re.Match[str]) -> str:
-    dollars, cents = int(match.group(1)), int(match.group(2) or 0)
-    words = f"{_cardinal(dollars)} dollar{'' if dollars == 1 else 's'}"
-    if cents:
-        words += f" {_cardinal(cents)} cent{'' if cents == 1 else 's'}"
+    unit, sub_unit = _CURRENCY_WORDS[match.group(1)]
+    whole, part = int(match.group(2)), int(match.group(3) or 0)
+    words = f"{_cardinal(whole)} {unit}{'' if whole == 1 else 's'}"
+    if part:
+        words += f" {_cardinal(part)} {sub_unit if part == 1 else _plural(sub_unit)}"
     return words
+
+
+def _plural(noun: str) -> str:
+    return "pence" if noun == "penny" else noun + "s"
 
 
 def _say_integer(digits: str) -> str:

@@ -133,7 +133,7 @@ def test_audio_longer_than_the_limit_is_refused(tmp_path: Path) -> None:
 def test_unsupported_format_says_which_formats_work(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("not audio at all, just some text " * 20)
-    with pytest.raises(AudioError, match=r"unsupported format '\.txt'.*\.wav, \.flac, \.ogg, \.mp3"):
+    with pytest.raises(AudioError, match=r"unsupported format '\.txt'.*\.wav, \.flac, \.ogg, \.opus, \.mp3, \.sph"):
         load_audio(path)
 
 

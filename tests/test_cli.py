@@ -101,6 +101,24 @@ def test_prepare_folder_and_split(tmp_path, known, capsys):
     )
 
 
+def test_lm_pools_several_texts_and_prunes_rare_ngrams(tmp_path, capsys):
+    from asr.decoding.ngram import load_arpa
+
+    books = tmp_path / "books.txt"
+    books.write_text("The cat sat on the mat.\nThe cat sat.\nA dog, Mr. Smith's, ran!\n")
+    transcripts = tmp_path / "train.jsonl"
+    record = {"audio": str(tmp_path / "a.wav"), "text": "THE CAT SAT", "duration": 1.0}
+    transcripts.write_text(json.dumps(record) + "\n")
+    shutil.copy(Path(__file__).parent.parent / "samples" / "fsdd" / "7_lucas_30.wav", tmp_path / "a.wav")
+    base = ["lm", "--text", str(books), "--text", str(transcripts), "--order", "3"]
+    assert main([*base, "--out", str(tmp_path / "full.arpa")]) == 0
+    assert main([*base, "--out", str(tmp_path / "pruned.arpa"), "--min-count", "2", "2"]) == 0
+    full, pruned = load_arpa(tmp_path / "full.arpa"), load_arpa(tmp_path / "pruned.arpa")
+    assert full.in_vocab("mister") and full.in_vocab("smith's")  # normalised like transcripts
+    assert ("the", "cat", "sat") in pruned.probs[2]  # three times across both texts
+    assert ("a", "dog") in full.probs[1] and ("a", "dog") not in pruned.probs[1]
+
+
 def test_lm_build_and_fusion_and_boost_flags(tiny_model_path, known, tmp_path, capsys):
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(t for _, t in known) + "\n")

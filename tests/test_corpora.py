@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from asr.cli import main
 from asr.data.corpora import CORPUS_KINDS, import_corpus, split_by_speaker
 from asr.data.manifest import ManifestEntry, read_manifest
 from asr.data.prepare import prepare_shared_corpora, split_fsdd, split_ljspeech, split_speech_commands
@@ -97,6 +98,96 @@ def test_speech_commands_on_the_bundled_samples(samples_dir: Path) -> None:
     assert all(e.speaker[0] in "ef" for e in entries)
 
 
+def make_an4(root: Path) -> None:
+    """AN4's published layout: NIST SPHERE audio, etc/*.transcription and etc/*.fileids."""
+    (root / "etc").mkdir(parents=True)
+    for folder, split, utts in (
+        ("an4_clstk", "train", [("an251-fash-b", "P L E A S A N T"), ("cen7-fash-b", "JUNE TWENTIETH")]),
+        ("an4test_clstk", "test", [("cen1-fcaw-b", "NO")]),
+    ):
+        ids, lines = [], []
+        for utt, text in utts:
+            speaker = utt.split("-")[1]
+            write_audio(root / "wav" / folder / speaker / f"{utt}.sph", 0.4, fmt="NIST")
+            ids.append(f"{folder}/{speaker}/{utt}")
+            lines.append(f"<s> {text} </s> ({utt})")
+        (root / "etc" / f"an4_{split}.fileids").write_text("\n".join(ids) + "\n")
+        (root / "etc" / f"an4_{split}.transcription").write_text("\n".join(lines) + "\nnot a transcription line\n")
+
+
+def test_an4_layout_reads_sphere_audio_and_keeps_the_official_split(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_an4(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        entries = import_corpus("an4", tmp_path)
+    got = sorted((e.text, e.speaker, e.split) for e in entries)
+    assert got == [("JUNE TWENTIETH", "fash", "train"), ("NO", "fcaw", "test"), ("P L E A S A N T", "fash", "train")]
+    assert all(e.duration == pytest.approx(0.4) and e.audio.endswith(".sph") for e in entries)
+    assert "an4_train.transcription:3" in caplog.text  # the malformed line, named
+
+
+def test_asr_prepare_writes_a_corpus_with_its_own_split_as_split_files(tmp_path: Path) -> None:
+    make_an4(tmp_path / "an4")
+    assert main(["prepare", "an4", str(tmp_path / "an4"), "--out", str(tmp_path / "out")]) == 0
+    splits = {name: read_manifest(tmp_path / "out" / f"{name}.jsonl") for name in ("train", "dev", "test")}
+    assert [len(splits[n]) for n in ("train", "dev", "test")] == [2, 0, 1]
+    assert {e.speaker for e in splits["test"]} == {"fcaw"}
+
+
+def test_arctic_layout(tmp_path: Path) -> None:
+    voice = tmp_path / "cmu_us_slt_arctic"
+    write_audio(voice / "wav" / "arctic_a0001.wav", 0.5)
+    write_audio(voice / "wav" / "arctic_a0002.wav", 0.6)
+    (voice / "etc").mkdir()
+    (voice / "etc" / "arctic.data").write_text(
+        '( arctic_a0001 "Author of the danger trail, Philip Steels, etc." )\n'
+        '( arctic_a0002 "Not at this particular case, Tom, apologized Whittemore." )\n'
+    )
+    entries = import_corpus("arctic", voice)
+    assert [(e.text, e.speaker) for e in entries] == [
+        ("Author of the danger trail, Philip Steels, etc.", "slt"),
+        ("Not at this particular case, Tom, apologized Whittemore.", "slt"),
+    ]
+
+
+def make_kaldi(root: Path) -> None:
+    """speechocean762's layout: train/ and test/ Kaldi data dirs, paths relative to the corpus root."""
+    for split, speaker, utt in (("train", "0001", "000010011"), ("test", "0003", "000030012")):
+        write_audio(root / "WAVE" / f"SPEAKER{speaker}" / f"{utt}.WAV", 0.5)
+        data = root / split
+        data.mkdir(parents=True)
+        (data / "wav.scp").write_text(f"{utt}\tWAVE/SPEAKER{speaker}/{utt}.WAV\nmissing WAVE/none.WAV\n")
+        (data / "text").write_text(f"{utt} WE CALL IT BEAR\nmissing NOTHING\n")
+        (data / "utt2spk").write_text(f"{utt} {speaker}\nmissing {speaker}\n")
+
+
+def test_kaldi_data_directories_give_speakers_and_official_splits(tmp_path: Path) -> None:
+    make_kaldi(tmp_path)
+    entries = import_corpus("kaldi", tmp_path)
+    assert sorted((Path(e.audio).name, e.text, e.speaker, e.split) for e in entries) == [
+        ("000010011.WAV", "WE CALL IT BEAR", "0001", "train"),
+        ("000030012.WAV", "WE CALL IT BEAR", "0003", "test"),
+    ]
+
+
+def test_kaldi_piped_wav_scp_uses_the_file_and_runs_nothing(tmp_path: Path) -> None:
+    audio = write_audio(tmp_path / "audio" / "a1.sph", 0.3, fmt="NIST")
+    data = tmp_path / "data" / "dev"
+    data.mkdir(parents=True)
+    (data / "wav.scp").write_text(f"a1 sph2pipe -f wav -p -c 1 {audio} |\n")
+    (data / "text").write_text("a1 HELLO\n")
+    (entry,) = import_corpus("kaldi", data)
+    assert (entry.audio, entry.speaker, entry.split) == (str(audio), "a1", "dev")
+
+
+def test_kaldi_segments_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    make_kaldi(tmp_path)
+    (tmp_path / "train" / "segments").write_text("utt1 rec1 0.0 1.5\n")
+    with pytest.raises(ManifestError, match="extract-segments"):
+        import_corpus("kaldi", tmp_path)
+
+
 def test_generic_folder_pairs_audio_with_same_name_txt(tmp_path: Path) -> None:
     write_audio(tmp_path / "alice" / "one.wav", 0.5)
     (tmp_path / "alice" / "one.txt").write_text("  Hello   world \n")
@@ -113,7 +204,9 @@ def test_folder_with_manifest_jsonl(samples_dir: Path) -> None:
 
 
 def test_unknown_kind_and_missing_folder_are_clear(tmp_path: Path) -> None:
-    assert set(CORPUS_KINDS) == {"librispeech", "common_voice", "ljspeech", "speech_commands", "folder", "manifest"}
+    assert set(CORPUS_KINDS) == {
+        *("librispeech", "common_voice", "ljspeech", "speech_commands", "an4", "arctic", "kaldi", "folder", "manifest")
+    }
     with pytest.raises(ManifestError, match="unknown corpus kind 'timit'"):
         import_corpus("timit", tmp_path)
     with pytest.raises(ManifestError, match="does not exist"):
@@ -190,6 +283,17 @@ def make_shared_root(root: Path) -> None:
         (root / folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
 
 
+def add_split_corpus(root: Path, folder: str, splits: dict[str, str], *, with_field: bool = True) -> None:
+    """A corpus of one utterance per speaker; ``with_field`` writes each speaker's split into the manifest."""
+    lines = []
+    for speaker, split in splits.items():
+        audio = f"{speaker}/{speaker}-0001.wav"
+        write_audio(root / folder / audio, 0.3)
+        record = {"audio": audio, "text": "A SENTENCE", "speaker": speaker, "duration": 0.3}
+        lines.append(json.dumps({**record, "split": split} if with_field else record))
+    (root / folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+
+
 def test_prepare_shared_corpora_writes_speaker_disjoint_manifests(tmp_path: Path) -> None:
     make_shared_root(tmp_path / "shared")
     written = prepare_shared_corpora(tmp_path / "shared", tmp_path / "out")
@@ -208,6 +312,33 @@ def test_prepare_keeps_same_speaker_ljspeech_dev_out_of_the_combined_dev(tmp_pat
     written = prepare_shared_corpora(tmp_path / "shared", tmp_path / "out", ljspeech_dev_count=1)
     assert len(read_manifest(written["dev_ljspeech"])) == 1
     assert "LJ" not in {e.speaker for e in read_manifest(written["dev"])}
+
+
+def test_prepare_takes_every_corpus_folder_and_follows_its_split_field(tmp_path: Path) -> None:
+    make_shared_root(tmp_path / "shared")
+    add_split_corpus(
+        tmp_path / "shared", "mini_librispeech", {"19": "test", "226": "dev", "103": "train", "32": "train"}
+    )
+    speakers = {f"s{i:02d}": "" for i in range(20)}
+    add_split_corpus(tmp_path / "shared", "my_corpus", speakers, with_field=False)
+    (tmp_path / "shared" / "not_a_corpus").mkdir()  # no manifest.jsonl: ignored
+    written = prepare_shared_corpora(tmp_path / "shared", tmp_path / "out")
+    speakers_in = {name: {e.speaker for e in read_manifest(path)} for name, path in written.items()}
+    assert speakers_in["test_mini_librispeech"] == {"19"}
+    assert speakers_in["dev_mini_librispeech"] == {"226"}
+    assert speakers_in["train_mini_librispeech"] == {"103", "32"}
+    assert {"19", "226"} <= speakers_in["test"] | speakers_in["dev"] and "103" in speakers_in["train"]
+    # No split field: speaker-disjoint 80/10/10 by speaker, every speaker in exactly one split.
+    parts = [speakers_in[f"{split}_my_corpus"] for split in ("train", "dev", "test")]
+    assert [len(p) for p in parts] == [16, 2, 2]
+    assert set().union(*parts) == set(speakers)
+    assert [e.split for e in read_manifest(written["test_mini_librispeech"])] == ["test"]
+
+
+def test_a_split_field_outside_train_dev_test_is_refused(tmp_path: Path) -> None:
+    add_split_corpus(tmp_path, "corpus", {"a": "validation"})
+    with pytest.raises(ManifestError, match="'split' must be one of"):
+        read_manifest(tmp_path / "corpus" / "manifest.jsonl")
 
 
 def test_prepare_skips_absent_corpora(tmp_path: Path) -> None:

@@ -97,6 +97,46 @@ def test_every_context_distribution_sums_to_one(order, modified):
         assert total == pytest.approx(1.0, abs=1e-6), context
 
 
+PRUNE_TEXT = TEXT * 2 + ["the cat sat on the mat", "a dog ran away", "the mat sat", "on the cat a dog"]
+
+
+@pytest.mark.parametrize(("order", "min_counts"), [(2, (2,)), (3, (1, 2)), (3, (2, 3)), (4, (2, 2, 3))])
+def test_pruned_model_is_smaller_and_still_sums_to_one(order, min_counts):
+    full = NgramLM(estimate_ngram(PRUNE_TEXT, LMConfig(order=order)))
+    lm = NgramLM(estimate_ngram(PRUNE_TEXT, LMConfig(order=order, min_counts=min_counts)))
+    assert sum(map(len, lm.probs)) < sum(map(len, full.probs))
+    assert lm.probs[0].keys() == full.probs[0].keys()
+    vocab = [w for (w,) in lm.probs[0] if w != "<s>"]
+    contexts = [()] + [g for table in lm.probs[:-1] for g in table if g[-1] != "</s>"]
+    for context in contexts:
+        total = sum(math.exp(lm.score(context, w)[0]) for w in vocab)
+        assert total == pytest.approx(1.0, abs=1e-6), context
+
+
+def test_pruning_keeps_frequent_ngrams_and_drops_rare_ones():
+    lm = NgramLM(estimate_ngram(PRUNE_TEXT, LMConfig(order=3, min_counts=(2, 2))))
+    full = NgramLM(estimate_ngram(PRUNE_TEXT, LMConfig(order=3)))
+    assert ("the", "cat", "sat") in lm.probs[2]  # seen 4 times: kept with its own probability
+    assert lm.probs[2][("the", "cat", "sat")][0] == full.probs[2][("the", "cat", "sat")][0]
+    assert ("the", "mat", "sat") not in lm.probs[2] and ("mat", "sat") not in lm.probs[1]  # seen once
+
+
+def test_pruning_at_count_one_changes_nothing():
+    full = estimate_ngram(PRUNE_TEXT, LMConfig(order=3))
+    same = estimate_ngram(PRUNE_TEXT, LMConfig(order=3, min_counts=(1, 1)))
+    for table, other in zip(full, same, strict=True):
+        assert table.keys() == other.keys()
+        for g, (logp, backoff) in table.items():
+            assert other[g] == pytest.approx((logp, backoff), abs=1e-9)
+
+
+def test_too_many_or_zero_min_counts_are_refused():
+    with pytest.raises(ConfigError, match="min_counts"):
+        estimate_ngram(TEXT, LMConfig(order=2, min_counts=(2, 2)))
+    with pytest.raises(ConfigError, match="min_counts"):
+        estimate_ngram(TEXT, LMConfig(order=3, min_counts=(0,)))
+
+
 def test_arpa_round_trip_keeps_probabilities(tmp_path):
     cfg = LMConfig(order=3)
     tables = estimate_ngram(TEXT, cfg)

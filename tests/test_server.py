@@ -7,6 +7,7 @@ and concurrent requests must share a forward pass.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 import urllib.request
@@ -16,6 +17,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import soundfile as sf
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -279,3 +281,19 @@ def test_several_targets_are_balanced_round_robin(server, tiny_model_path, recog
         ]
     assert texts == [t.text for t in recognizer.transcribe_files(known_paths[:6])]
     assert all(a - b >= 1 for a, b in zip(after, before))
+
+
+def test_warm_up_resamples_before_serving_so_the_first_request_of_another_rate_pays_nothing(recognizer, monkeypatch):
+    from server import batcher
+
+    rates: list[tuple[int, int]] = []
+    real = batcher.load_audio
+
+    def spy(source, sample_rate=16000, **kwargs):
+        wave = real(source, sample_rate, **kwargs)
+        rates.append((sf.info(io.BytesIO(source)).samplerate, sample_rate))
+        return wave
+
+    monkeypatch.setattr(batcher, "load_audio", spy)
+    batcher.warm_up(recognizer, StreamingOptions(), max_batch_size=2)
+    assert rates and all(native != recognizer.sample_rate == target for native, target in rates)

@@ -52,6 +52,66 @@ def test_normalize_text(raw: str, expected: str) -> None:
     assert normalize_text(raw) == expected
 
 
+# Real transcript lines of each shared corpus (../shared/data/*/manifest.jsonl) and the words that were said.
+CORPUS_LINES = {
+    "mini_librispeech (upper case, apostrophes)": (
+        "BROKE IN CRAGGS I WAS BRIGADED WITH ARENTSCHILD'S HANOVERIANS IN SPAIN",
+        "broke in craggs i was brigaded with arentschild's hanoverians in spain",
+    ),
+    "speechocean762 (upper case)": ("SHE IS A GIRL WITH A LOT OF TALENT", "she is a girl with a lot of talent"),
+    "an4 (spelled letters stay one word each)": (
+        "RUBOUT T G J W B SEVENTY NINE FIFTY NINE",
+        "rubout t g j w b seventy nine fifty nine",
+    ),
+    "kathleen_arctic (sentence case, punctuation)": (
+        "Lord, but I'm glad to see you again, Phil.",
+        "lord but i'm glad to see you again phil",
+    ),
+    "ljspeech_more raw (digits, title)": (
+        "The numbers soon increased, however, and by 1811 had again risen to 629; and Mr. Neild was told that",
+        "the numbers soon increased however and by eighteen eleven had again risen to six hundred twenty nine "
+        "and mister neild was told that",
+    ),
+    "ljspeech_more raw (pounds)": (
+        "and the aggregate amount of debts sued for was £81,791.",
+        "and the aggregate amount of debts sued for was eighty one thousand seven hundred ninety one pounds",
+    ),
+    "ljspeech_prompts_second_reader": (
+        "Mr. Bennet refers to a gentleman confined for want of bail, who occupied a room with five others",
+        "mister bennet refers to a gentleman confined for want of bail who occupied a room with five others",
+    ),
+}
+
+
+@pytest.mark.parametrize("corpus", sorted(CORPUS_LINES))
+def test_normalize_text_on_real_lines_of_each_corpus(corpus: str) -> None:
+    raw, said = CORPUS_LINES[corpus]
+    assert normalize_text(raw) == said
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [  # ljspeech_more: its `text_raw` and normalized `text` columns of the same clip
+        (
+            "Quite half of the foregoing writs and arrests applied to sums under £30.",
+            "Quite half of the foregoing writs and arrests applied to sums under thirty pounds.",
+        ),
+        (
+            "and a heavy fee at the rate of £8 per £100, with £4 for every additional hundred.",
+            "and a heavy fee at the rate of eight pounds per one hundred pounds, with four pounds for every additional "
+            "hundred.",
+        ),
+        (
+            "Messrs. Miller and Richard, etc., paid $2.01",
+            "messieurs miller and richard et cetera paid two dollars one cent",
+        ),
+        ("Mrs. Smith & Dr Jones: £1.01", "missus smith and doctor jones one pound one penny"),
+    ],
+)
+def test_raw_and_spelled_out_transcripts_normalise_alike(raw: str, normalized: str) -> None:
+    assert normalize_text(raw) == normalize_text(normalized)
+
+
 def test_normalize_text_can_keep_digits() -> None:
     assert normalize_text("Room 101, floor 3!", numbers_to_words=False) == "room 101 floor 3"
 

@@ -25,13 +25,21 @@ from asr.errors import AudioError, ManifestError
 
 logger = logging.getLogger(__name__)
 
-CorpusKind = Literal["librispeech", "common_voice", "ljspeech", "speech_commands", "folder", "manifest"]
+CorpusKind = Literal[
+    "librispeech", "common_voice", "ljspeech", "speech_commands", "an4", "arctic", "kaldi", "folder", "manifest"
+]
 CORPUS_KINDS: tuple[str, ...] = get_args(CorpusKind)
 
 # "{speaker}_nohash_{take}.wav"; in the v0.02 test set's _unknown_ folder "{word}_{speaker}_nohash_{take}.wav.wav"
 _SPEECH_COMMANDS_NAME = re.compile(
     r"^(?:(?P<word>[a-z]+)_)?(?P<speaker>[0-9a-f]+)_nohash_(?P<take>\d+)\.wav(?:\.wav)?$"
 )
+# AN4 transcription line: "<s> P L E A S A N T </s> (an251-fash-b)"; the id's middle part is the speaker.
+_AN4_LINE = re.compile(r"^(?:<s>\s*)?(?P<text>.*?)\s*(?:</s>)?\s*\((?P<utt>[^()\s]+)\)$")
+# CMU ARCTIC etc/arctic.data line: ( arctic_a0001 "Author of the danger trail, Philip Steels, etc." )
+_ARCTIC_LINE = re.compile(r'^\(\s*(?P<utt>\S+)\s+"(?P<text>.*)"\s*\)$')
+# Folder names of Kaldi data directories that name an official split.
+_KALDI_SPLITS = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "test": "test"}
 
 
 class Split(NamedTuple):
@@ -53,6 +61,12 @@ def import_corpus(kind: str, root: str | Path) -> list[ManifestEntry]:
         entries = import_ljspeech(root)
     elif kind == "speech_commands":
         entries = import_speech_commands(root)
+    elif kind == "an4":
+        entries = import_an4(root)
+    elif kind == "arctic":
+        entries = import_arctic(root)
+    elif kind == "kaldi":
+        entries = import_kaldi(root)
     elif kind == "folder":
         entries = import_folder(root)
     elif kind == "manifest":
@@ -128,6 +142,137 @@ def import_speech_commands(root: Path) -> list[ManifestEntry]:
     return _nonempty(entries, root, "Speech Commands clips ({word}/{speaker}_nohash_{take}.wav)")
 
 
+def import_an4(root: Path) -> list[ManifestEntry]:
+    """CMU AN4: ``etc/an4_{train,test}.transcription`` with NIST SPHERE audio ``wav/{folder}/{speaker}/{id}.sph``.
+
+    The official split comes with it (``split`` "train" / "test"; AN4's test speakers are not in
+    train). Audio is found through ``etc/an4_*.fileids`` when present, else by id under ``wav/``.
+    """
+    etc = root / "etc"
+    transcriptions = sorted(etc.glob("*.transcription")) if etc.is_dir() else []
+    if not transcriptions:
+        raise ManifestError(f"no etc/*.transcription under {root}; point at the AN4 folder (with etc/ and wav/)")
+    audio_by_id = _an4_audio(root)
+    entries = []
+    for transcription in transcriptions:
+        split = "test" if "test" in transcription.stem else "train"
+        for number, line in _numbered_lines(transcription):
+            match = _AN4_LINE.match(line)
+            where = f"{transcription}:{number}"
+            if match is None:
+                logger.warning("skipping %s: not '<s> TEXT </s> (utterance-id)'", where)
+                continue
+            utt = match["utt"]
+            audio = audio_by_id.get(utt, root / "wav" / f"{utt}.sph")
+            speaker = utt.split("-")[1] if utt.count("-") >= 2 else audio.parent.name
+            entries.extend(_entry(audio, match["text"], speaker, where, split))
+    return _nonempty(entries, root, "AN4 utterances (etc/*.transcription with wav/**/*.sph)")
+
+
+def _an4_audio(root: Path) -> dict[str, Path]:
+    """Utterance id → SPHERE path, from the ``.fileids`` lists (``an4_clstk/fash/an251-fash-b``) or a search."""
+    found: dict[str, Path] = {}
+    for fileids in sorted((root / "etc").glob("*.fileids")):
+        for _, line in _numbered_lines(fileids):
+            found[Path(line).name] = root / "wav" / f"{line}.sph"
+    if not found:
+        found = {p.stem: p for p in sorted((root / "wav").rglob("*.sph"))}
+    return found
+
+
+def import_arctic(root: Path) -> list[ManifestEntry]:
+    """A CMU ARCTIC voice folder: ``etc/arctic.data`` prompts with ``wav/{id}.wav``; one speaker.
+
+    The speaker is taken from the folder name (``cmu_us_slt_arctic`` → ``slt``).
+    """
+    prompts = root / "etc" / "arctic.data"
+    if not prompts.is_file():
+        raise ManifestError(
+            f"{prompts} does not exist; point at an ARCTIC voice folder (with etc/arctic.data and wav/)"
+        )
+    name = root.resolve().name
+    speaker = name.split("_")[2] if name.startswith("cmu_") and name.count("_") >= 3 else name
+    entries = []
+    for number, line in _numbered_lines(prompts):
+        match = _ARCTIC_LINE.match(line)
+        if match is None:
+            logger.warning("skipping %s:%d: not '( id \"text\" )'", prompts, number)
+            continue
+        entries.extend(_entry(root / "wav" / f"{match['utt']}.wav", match["text"], speaker, f"{prompts}:{number}"))
+    return _nonempty(entries, root, "ARCTIC prompts (etc/arctic.data with wav/*.wav)")
+
+
+def import_kaldi(root: Path) -> list[ManifestEntry]:
+    """Kaldi data directories (``wav.scp``, ``text``, ``utt2spk``): ``root`` itself or any folder below it.
+
+    A directory named train, dev (valid) or test sets the entries' ``split``. ``wav.scp`` lines
+    are ``utt path``; for piped commands (``utt sph2pipe -f wav a.sph |``) the first argument
+    that is an existing audio file is used, and nothing is executed. Relative paths are resolved
+    against the data directory and then each folder above it, since recipes keep them relative to
+    their top folder. ``segments`` (utterances cut from longer recordings) are refused.
+    """
+    data_dirs = sorted({p.parent for p in root.rglob("wav.scp")} | ({root} if (root / "wav.scp").is_file() else set()))
+    if not data_dirs:
+        raise ManifestError(f"no wav.scp under {root}; point at a Kaldi data directory (wav.scp, text, utt2spk)")
+    entries = []
+    for data_dir in data_dirs:
+        if (data_dir / "segments").is_file():
+            raise ManifestError(
+                f"{data_dir}/segments: utterances cut from longer recordings are not supported; "
+                "extract them to files first (e.g. Kaldi's extract-segments) and write a wav.scp for those"
+            )
+        if not (data_dir / "text").is_file():
+            logger.warning("skipping Kaldi data directory %s: it has no text file", data_dir)
+            continue
+        entries.extend(_kaldi_entries(data_dir, root))
+    return _nonempty(entries, root, "Kaldi utterances (wav.scp + text)")
+
+
+def _kaldi_entries(data_dir: Path, root: Path) -> list[ManifestEntry]:
+    top = root.resolve().parent
+    bases = [data_dir, *(p for p in data_dir.resolve().parents if p == top or top in p.parents)]
+    audio = {}
+    for number, line in _numbered_lines(data_dir / "wav.scp"):
+        utt, _, rest = _split_kaldi_line(line)
+        path = _kaldi_audio_path(rest.split(), bases)
+        if path is None:
+            logger.warning("skipping %s/wav.scp:%d: no existing audio file in %r", data_dir, number, rest)
+        else:
+            audio[utt] = path
+    speakers = {}
+    if (data_dir / "utt2spk").is_file():
+        speakers = {
+            utt: spk
+            for utt, _, spk in map(_split_kaldi_line, (line for _, line in _numbered_lines(data_dir / "utt2spk")))
+        }
+    split = _KALDI_SPLITS.get(data_dir.name.lower(), "")
+    entries = []
+    for number, line in _numbered_lines(data_dir / "text"):
+        utt, _, text = _split_kaldi_line(line)
+        if utt not in audio:
+            logger.warning("skipping %s/text:%d: utterance %s is not in wav.scp", data_dir, number, utt)
+            continue
+        entries.extend(_entry(audio[utt], text, speakers.get(utt, utt), f"{data_dir}/text:{number}", split))
+    return entries
+
+
+def _split_kaldi_line(line: str) -> tuple[str, str, str]:
+    """``"key<spaces or tabs>rest"`` → ``(key, " ", rest)``, like ``str.partition`` on any whitespace."""
+    key, *rest = line.split(maxsplit=1)
+    return key, " ", rest[0] if rest else ""
+
+
+def _kaldi_audio_path(words: list[str], bases: list[Path]) -> Path | None:
+    for word in words:
+        if Path(word).suffix.lower() not in SUPPORTED_EXTENSIONS:
+            continue
+        candidates = [Path(word)] if Path(word).is_absolute() else [base / word for base in bases]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+    return None
+
+
 def import_folder(root: Path) -> list[ManifestEntry]:
     """Audio files (wav/flac/ogg/mp3) with a same-name ``.txt`` transcript, at any depth.
 
@@ -195,7 +340,7 @@ def _find_audio(folder: Path, utt_id: str) -> Path:
     return folder / f"{utt_id}.flac"
 
 
-def _entry(audio: Path, text: str, speaker: str, where: str) -> list[ManifestEntry]:
+def _entry(audio: Path, text: str, speaker: str, where: str, split: str = "") -> list[ManifestEntry]:
     """A one-entry list, or an empty list (and a warning) when the row is unusable."""
     text = " ".join(text.split())
     if not text:
@@ -206,7 +351,7 @@ def _entry(audio: Path, text: str, speaker: str, where: str) -> list[ManifestEnt
     except AudioError as exc:
         logger.warning("skipping %s: %s", where, exc)
         return []
-    return [ManifestEntry(os.path.abspath(audio), text, duration, speaker)]
+    return [ManifestEntry(os.path.abspath(audio), text, duration, speaker, split)]
 
 
 def _nonempty(entries: list[ManifestEntry], root: Path, what: str) -> list[ManifestEntry]:

@@ -23,6 +23,7 @@ from asr.errors import AudioError, ManifestError
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("audio", "text")
+SPLITS = ("", "train", "dev", "test")  # values of the optional 'split' key ("" = not given)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class ManifestEntry:
     text: str  # transcript as the corpus gives it; normalize_text() is applied at encode/score time
     duration: float  # seconds, from the file header
     speaker: str  # speaker id ("" when unknown); splits keep each speaker in one split
+    split: str = ""  # "train" / "dev" / "test" when the corpus prescribes a speaker-disjoint split, else ""
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,10 @@ def _parse_line(raw: bytes, base: Path, check_audio: bool) -> ManifestEntry:
     except AudioError as exc:
         raise ManifestError(str(exc)) from exc
     speaker = record.get("speaker", "")
-    return ManifestEntry(os.path.abspath(audio_path), text.strip(), duration, str(speaker))
+    split = record.get("split", "")
+    if split not in SPLITS:
+        raise ManifestError(f"'split' must be one of {', '.join(repr(s) for s in SPLITS)} (or absent), got {split!r}")
+    return ManifestEntry(os.path.abspath(audio_path), text.strip(), duration, str(speaker), split)
 
 
 def _duration(record: dict[str, Any], audio_path: Path) -> float:
@@ -135,8 +140,15 @@ def write_manifest(path: str | Path, entries: Iterable[ManifestEntry], *, relati
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for entry in entries:
                 audio = os.path.relpath(entry.audio, base) if relative else entry.audio
-                record = {"audio": audio, "text": entry.text, "duration": round(entry.duration, 4)}
-                f.write(json.dumps({**record, "speaker": entry.speaker}, ensure_ascii=False) + "\n")
+                record = {
+                    "audio": audio,
+                    "text": entry.text,
+                    "duration": round(entry.duration, 4),
+                    "speaker": entry.speaker,
+                }
+                if entry.split:
+                    record["split"] = entry.split
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -58,7 +58,54 @@ def estimate_ngram(
                     prev[context] = (prev[context][0], math.log10(gamma) if gamma > 0 else _LOG10_ZERO)
         lower = probs
     _fix_unigram_bos(tables)
+    if cfg.min_counts:
+        _prune(tables, counts, cfg.min_counts)
     return tables
+
+
+def _prune(tables: Tables, counts: list[Counter[Ngram]], min_counts: tuple[int, ...]) -> None:
+    """Drop n-grams of order >= 2 seen fewer than ``min_counts[n - 2]`` times, renormalising back-offs.
+
+    Kept n-grams keep their interpolated probabilities; a pruned one is scored by back-off,
+    ``bo(h) · p(w | h[1:])``. Each context's back-off is recomputed so that its distribution still
+    sums to 1: ``bo(h) = (1 − Σ_kept p(w | h)) / (1 − Σ_kept p_lower(w | h[1:]))`` (as SRILM and
+    KenLM do). Prefixes and suffixes of kept n-grams are always kept, since back-off reads them.
+    """
+    order = len(tables)
+    if len(min_counts) > order - 1 or any(c < 1 for c in min_counts):
+        raise ConfigError(f"lm.min_counts needs at most {order - 1} counts >= 1 (bigrams up), got {list(min_counts)}")
+    keep: list[set[Ngram]] = [set(tables[0])] + [set() for _ in range(order - 1)]
+    for n in range(order, 1, -1):
+        threshold = min_counts[n - 2] if n - 2 < len(min_counts) else 1
+        kept = {g for g in tables[n - 1] if counts[n - 1][g] >= threshold}
+        if n < order:
+            kept |= {g[:-1] for g in keep[n]} | {g[1:] for g in keep[n]}
+        keep[n - 1] = kept
+    for n in range(2, order + 1):
+        tables[n - 1] = {g: v for g, v in tables[n - 1].items() if g in keep[n - 1]}
+        kept_mass: dict[Ngram, float] = defaultdict(float)
+        lower_mass: dict[Ngram, float] = defaultdict(float)
+        for g, (logp, _) in tables[n - 1].items():
+            kept_mass[g[:-1]] += 10.0**logp
+            lower_mass[g[:-1]] += 10.0 ** _backoff_log10(tables, g[1:])
+        for h, (logp, _) in tables[n - 2].items():
+            numerator, denominator = 1.0 - kept_mass.get(h, 0.0), 1.0 - lower_mass.get(h, 0.0)
+            backoff = numerator / denominator if numerator > 0 and denominator > 0 else 1.0
+            tables[n - 2][h] = (logp, math.log10(backoff))
+
+
+def _backoff_log10(tables: Tables, ngram: Ngram) -> float:
+    """log10 p(ngram[-1] | ngram[:-1]) from ``tables`` with back-off (the orders below the one being pruned)."""
+    backoff = 0.0
+    while True:
+        entry = tables[len(ngram) - 1].get(ngram)
+        if entry is not None:
+            return backoff + entry[0]
+        context = tables[len(ngram) - 2].get(ngram[:-1]) if len(ngram) > 1 else None
+        backoff += context[1] if context is not None else 0.0
+        ngram = ngram[1:]
+        if not ngram:
+            return _LOG10_ZERO
 
 
 def write_arpa(tables: Tables, path: str | Path) -> Path:
