@@ -122,12 +122,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_features(args: argparse.Namespace) -> None:
+    import time
+
     from asr.config import load_config
     from asr.training.cached_features import build_feature_cache
 
     cfg = load_config(args.config, args.set)
+    start = time.perf_counter()
     cache, computed = build_feature_cache(cfg, progress=not args.quiet)
-    print(f"features: {cache.folder}  computed: {computed}")
+    print(f"features: {cache.folder}  computed: {computed}  time: {time.perf_counter() - start:.0f} s")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

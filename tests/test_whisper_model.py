@@ -22,6 +22,10 @@ from asr.streaming import StreamingOptions
 from asr.tokenizer import normalize_text
 from asr.training.cached_features import build_feature_cache, check_cache_config, open_feature_cache
 from asr.training.trainer import train
+from client import AsrClient, StreamOptions
+from client.audio import chunk_pcm16, read_pcm16
+from server.app import ServerThread
+from server.config import ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 16000
@@ -172,6 +176,18 @@ def test_window_starts_at_the_utterance_and_keeps_bounded_history(trained):
     session.accept(np.zeros(RATE, np.float32))
     assert stream._left < 50  # a new utterance's windows start at its own first frame
     assert torch.all(stream.loudness == -10.0)  # digital silence: log10(1e-10), whatever the window's level
+
+
+def test_server_serves_a_whisper_model_like_the_library(trained):
+    _, model_path, entries = trained
+    recognizer = Recognizer.from_checkpoint(model_path, device="cpu")
+    cfg = ServerConfig(host="127.0.0.1", port=0, metrics_port=0, model=str(model_path), warm_up=False)
+    with ServerThread(cfg, recognizer) as running, AsrClient(running.address, timeout_s=30) as client:
+        for entry in entries[:3]:
+            assert client.transcribe(entry.audio).text == normalize_text(entry.text)
+        pcm, rate = read_pcm16(entries[2].audio)
+        updates = list(client.stream(chunk_pcm16(pcm, rate), StreamOptions(sample_rate_hz=rate, endpointing=False)))
+    assert [u.text for u in updates if u.is_final] == [normalize_text(entries[2].text)]
 
 
 def test_several_layers_are_mixed_by_learned_weights():
