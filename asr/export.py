@@ -35,6 +35,7 @@ from asr.config import EMBEDDED_LM, SearchConfig, from_dict, to_dict
 from asr.decoding.ngram import load_arpa
 from asr.decoding.search import search
 from asr.errors import CheckpointError, ConfigError
+from asr.features.frontend import LogMelFrontend
 from asr.inference import pad_waveforms
 from asr.quantization import compress_state, int8_weight_names
 from asr.tokenizer import Tokenizer, tokenizer_from_dict
@@ -47,6 +48,17 @@ INPUTS = ("waves", "wave_lens")  # (B, N) float32 zero-padded at the model's sam
 OUTPUTS = ("log_probs", "lens")  # (B, T', V) float32 CTC log-posteriors, (B,) int64 valid frames
 
 
+def _logmel_frontend(bundle: ModelBundle) -> LogMelFrontend:
+    """The bundle's log-mel front end; ConfigError for a Whisper one (see README, "Export")."""
+    if not isinstance(bundle.frontend, LogMelFrontend):
+        raise ConfigError(
+            "graph export covers log-mel models only: a Whisper front end encodes inputs over 30 s in windows, "
+            "which a traced graph cannot express; serve this model through the Recognizer (asr-server), "
+            "optionally with its downstream model quantised (asr export --quantize int8)"
+        )
+    return bundle.frontend
+
+
 class ExportGraph(nn.Module):
     """``waves (B, N)``, ``wave_lens (B,)`` → ``log_probs (B, T', V)``, ``lens (B,)``: the traced program."""
 
@@ -55,7 +67,7 @@ class ExportGraph(nn.Module):
 
     def __init__(self, bundle: ModelBundle) -> None:
         super().__init__()
-        frontend = bundle.frontend
+        frontend = _logmel_frontend(bundle)
         self.win_length, self.hop_length = frontend.win_length, frontend.hop_length
         self.log_floor = frontend.cfg.log_floor
         n_fft = frontend.cfg.n_fft
@@ -89,7 +101,7 @@ def example_inputs(bundle: ModelBundle) -> tuple[Tensor, Tensor]:
     it is not one already; a trace records just the branch it saw, so the example gives
     ``T ≡ 1 (mod factor)`` frames and the recorded padding amount stays symbolic.
     """
-    hop = bundle.frontend.hop_length
+    hop = _logmel_frontend(bundle).hop_length
     frames = 25 * bundle.model.subsampling_factor + 1
     samples = (frames - 1) * hop + 1  # the graph yields (N - 1) // hop + 1 frames
     waves = 0.1 * torch.randn(2, samples, generator=torch.Generator().manual_seed(0))
@@ -123,6 +135,7 @@ def export_graph(bundle: ModelBundle, out_dir: str | Path, fmt: ExportFormat = "
         raise ConfigError(f"unknown export format {fmt!r}; use torchscript or onnx")
     if bundle.quantization != "none":
         raise ConfigError("export the float32 checkpoint; quantised checkpoints are loaded by the Recognizer itself")
+    _logmel_frontend(bundle)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     graph = ExportGraph(bundle).cpu().eval()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from asr.config import SearchConfig
 from asr.decoding.boosting import PhraseBooster
@@ -35,6 +35,7 @@ from asr.decoding.timestamps import word_timings
 from asr.errors import AudioError, ConfigError
 from asr.inference import Alternative, Recognizer, Transcript, Word
 from asr.models.encoder import EncoderChunkState
+from asr.stream_features import compute, open_feature_stream
 
 STREAMABLE_METHODS = ("ctc_greedy", "ctc_prefix_beam")  # frame-synchronous searches can emit partials
 
@@ -50,6 +51,9 @@ class StreamingOptions:
     # in bursts with blank runs inside words, so blanks alone cut words in two; 0 = blanks alone.
     endpoint_quiet_ratio: float = 0.3
     max_utterance_s: float = 30.0  # force a final after this much audio in one utterance (bounds memory)
+    # Front ends without an incremental form (Whisper encoder) re-encode the utterance so far with
+    # each chunk, at most this much of it (asr.stream_features.WindowStream); log-mel ignores it.
+    left_context_ms: int = 30000
     rescore: bool = False  # attention rescoring of the final (two-pass), when the model has a decoder
     search: SearchConfig | None = None  # None: the recognizer's default; ctc_greedy or ctc_prefix_beam
 
@@ -147,11 +151,6 @@ class StreamingSession:
     state, and the current utterance's search (capped by ``max_utterance_s``).
     """
 
-    _samples: np.ndarray  # float32 (N,): unread samples from _sample_pos on
-    _sample_pos: int  # samples before this index are no longer needed
-    _total_samples: int
-    _pending: Tensor  # (T, F) normalised features not yet encoded
-    _frames_consumed: int  # feature frames of the stream the encoder has consumed
     _utterance_index: int
     _utterance_start_frame: int
     _closed: bool
@@ -166,8 +165,10 @@ class StreamingSession:
     def __init__(self, recognizer: Recognizer, options: StreamingOptions | None = None) -> None:
         self.recognizer = recognizer
         self.options = options or StreamingOptions()
-        frontend = recognizer.frontend
-        self._hop, self._win, self._rate = frontend.hop_length, frontend.win_length, recognizer.sample_rate
+        if self.options.left_context_ms < 0:
+            raise ConfigError(f"streaming left_context_ms must be >= 0, got {self.options.left_context_ms}")
+        self._features = open_feature_stream(recognizer, self.options.left_context_ms)
+        self._hop, self._rate = self._features.hop, recognizer.sample_rate
         factor = recognizer.model.subsampling_factor
         self.chunk_frames = _chunk_frames(self.options.chunk_ms, self._rate, self._hop, factor)
         if self.options.right_context_ms < 0 or self.options.endpoint_silence_ms < 0:
@@ -193,15 +194,11 @@ class StreamingSession:
             raise AudioError(f"streaming audio must be 1-D mono samples, got shape {samples.shape}")
         if not np.all(np.isfinite(samples)):
             raise AudioError("streaming audio contains NaN or infinite samples")
-        self._samples = np.concatenate([self._samples[self._sample_pos :], samples])
-        self._sample_pos = 0
-        self._total_samples += len(samples)
+        self._features.push(samples)
 
     def ready(self) -> bool:
         """True when a full chunk plus its right context can be encoded."""
-        return (
-            not self._closed and len(self._pending) + self._frames_in_buffer() >= self.chunk_frames + self.right_frames
-        )
+        return not self._closed and self._features.frames_ready() >= self.chunk_frames + self.right_frames
 
     def accept(self, samples: np.ndarray) -> list[StreamingResult]:
         """Push, then step until not ready (the single-session path)."""
@@ -217,11 +214,7 @@ class StreamingSession:
 
     def reset(self) -> None:
         """Forget everything and start a new stream at time 0."""
-        self._samples = np.zeros(0, dtype=np.float32)
-        self._sample_pos = 0
-        self._total_samples = 0
-        self._pending = torch.zeros(0, self.recognizer.frontend.num_mels, device=self.recognizer.device)
-        self._frames_consumed = 0
+        self._features.reset()
         self._floor, self._peak = math.inf, -math.inf
         self._utterance_index = 0
         self._closed = False
@@ -230,20 +223,26 @@ class StreamingSession:
     @property
     def audio_seconds(self) -> float:
         """Seconds of audio pushed since the stream started."""
-        return self._total_samples / self._rate
+        return self._features.total_samples / self._rate
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     # ---------------------------------------------------------------------------- internals
-    def _frames_in_buffer(self) -> int:
-        """Whole feature frames the unread samples hold (a frame needs its full window)."""
-        available = len(self._samples) - self._sample_pos
-        return 0 if available < self._win else (available - self._win) // self._hop + 1
+    @property
+    def _frames_consumed(self) -> int:
+        """Feature frames of the stream the encoder has consumed."""
+        return self._features.frames_consumed
+
+    @property
+    def _pending(self) -> Tensor:
+        """``(T, F)`` normalised features not yet encoded."""
+        return self._features.pending
 
     def _start_utterance(self) -> None:
         self._utterance_start_frame = self._frames_consumed
+        self._features.start_utterance()
         self._enc_state = EncoderChunkState()
         self._search.reset()
         self._enc_chunks = []
@@ -259,8 +258,7 @@ class StreamingSession:
     ) -> list[StreamingResult]:
         """Consume ``frames`` encoded feature frames: ``enc (1, T'_c, D)``, ``log_probs (T'_c, V)``."""
         self._count_quiet(stats.loudness)
-        self._pending = self._pending[frames:]
-        self._frames_consumed += frames
+        self._features.consume(frames)
         self._enc_state = state
         if self._rescore:
             self._enc_chunks.append(enc)
@@ -343,49 +341,29 @@ def _chunk_frames(chunk_ms: int, sample_rate: int, hop: int, factor: int) -> int
     return int(samples) // hop
 
 
-def _compute_features(sessions: Sequence[StreamingSession], wanted: int, *, pad_short: bool = False) -> None:
-    """Top up each session's pending features to ``wanted`` frames, one frontend pass for all.
-
-    Frame ``t`` of a session uses samples ``[t·hop, t·hop + win)``, so after computing ``k``
-    frames the first ``k·hop`` unread samples are done with. ``pad_short`` turns a buffer
-    shorter than one window into one zero-padded frame, as the offline frontend does.
-    """
-    todo = []
-    for session in sessions:
-        count = 1 if pad_short else min(session._frames_in_buffer(), wanted - len(session._pending))
-        if count > 0:
-            todo.append((session, count))
-    if not todo:
-        return
-    recognizer = todo[0][0].recognizer
-    waves = []
-    for session, count in todo:
-        end = session._sample_pos + (count - 1) * session._hop + session._win
-        waves.append(session._samples[session._sample_pos : end])
-    lens = torch.tensor([len(w) for w in waves], dtype=torch.long)
-    batch = torch.zeros(len(waves), int(lens.max()))
-    for b, wave in enumerate(waves):
-        batch[b, : len(wave)] = torch.from_numpy(wave)
-    batch, lens = batch.to(recognizer.device), lens.to(recognizer.device)
-    feats, feat_lens = recognizer.frontend(batch, lens)
-    feats = recognizer.cmvn(feats, feat_lens)  # (B, T, F)
-    for b, (session, count) in enumerate(todo):
-        session._pending = torch.cat([session._pending, feats[b, :count]])
-        session._sample_pos = min(len(session._samples), session._sample_pos + count * session._hop)
-
-
 @dataclass(frozen=True)
 class _ChunkStats:
     """One row's per-frame reductions, taken for the whole batch at once (one device sync, not one per stream)."""
 
-    loudness: np.ndarray  # (frames,) mean normalised log-mel of each consumed feature frame
+    loudness: np.ndarray  # (frames,) loudness of each consumed feature frame (asr.stream_features)
     best_values: np.ndarray  # (T'_c,) best log-prob per encoder frame
     best_ids: np.ndarray  # (T'_c,) its label
 
 
-def _chunk_stats(feats: Tensor, log_probs: Tensor, sizes: Sequence[int], factor: int) -> list[_ChunkStats]:
-    """Per-row stats of ``feats (B, >= size, F)`` and CPU ``log_probs (B, T'_c, V)``; row b consumed ``sizes[b]``."""
-    loudness = feats.mean(dim=-1).cpu().numpy()  # (B, T)
+def _chunk_stats(
+    sessions: Sequence[StreamingSession], log_probs: Tensor, sizes: Sequence[int], factor: int
+) -> list[_ChunkStats]:
+    """Per-row stats of CPU ``log_probs (B, T'_c, V)`` and each session's pending loudness; row b consumes ``sizes[b]``.
+
+    The loudness of the whole batch is moved to the CPU at once: one device sync, not one per stream.
+    """
+    loudness = (
+        torch.stack(
+            [nn.functional.pad(s._features.loudness[:size], (0, max(sizes) - size)) for s, size in zip(sessions, sizes)]
+        )
+        .cpu()
+        .numpy()
+    )  # (B, max size): one device sync for the batch
     values, ids = (t.numpy() for t in log_probs.max(dim=-1))  # (B, T'_c) each
     stats = []
     for b, size in enumerate(sizes):
@@ -402,10 +380,10 @@ def _encode_group(sessions: Sequence[StreamingSession], size: int, *, started: b
     right_feats = torch.stack([s._pending[size : size + right] for s in sessions])  # (B, right, F)
     state = EncoderChunkState.stack([s._enc_state for s in sessions]) if started else EncoderChunkState()
     model = first.recognizer.model
-    enc, new_state = model.encoder.forward_chunk(feats, right_feats, state)  # (B, T'_c, D)
+    enc, new_state = model.encode_chunk(feats, right_feats, state)  # (B, T'_c, D)
     log_probs = model.ctc_log_probs(enc).float().cpu()  # (B, T'_c, V)
     states = new_state.split()
-    stats = _chunk_stats(feats, log_probs, [size] * len(sessions), model.subsampling_factor)
+    stats = _chunk_stats(sessions, log_probs, [size] * len(sessions), model.subsampling_factor)
     return [s._advance(enc[b : b + 1], log_probs[b], stats[b], states[b], size) for b, s in enumerate(sessions)]
 
 
@@ -429,10 +407,10 @@ def _encode_tails(sessions: Sequence[StreamingSession], *, started: bool) -> lis
     state = EncoderChunkState.stack([s._enc_state for s in sessions]) if started else EncoderChunkState()
     model = first.recognizer.model
     valid = torch.tensor(lengths)
-    enc, new_state = model.encoder.forward_chunk(feats, right_feats, state, valid=valid)  # (B, T'_c, D)
+    enc, new_state = model.encode_chunk(feats, right_feats, state, valid=valid)  # (B, T'_c, D)
     log_probs = model.ctc_log_probs(enc).float().cpu()  # (B, T'_c, V)
     states = new_state.split()
-    stats = _chunk_stats(feats, log_probs, sizes, factor)
+    stats = _chunk_stats(sessions, log_probs, sizes, factor)
     results = []
     for b, (session, size) in enumerate(zip(sessions, sizes, strict=True)):
         frames = -(-size // factor)
@@ -461,7 +439,7 @@ def step_batch(sessions: Sequence[StreamingSession]) -> list[list[StreamingResul
             groups.setdefault(key, []).append(i)
     for (_, chunk, right, started), indices in groups.items():
         group = [sessions[i] for i in indices]
-        _compute_features(group, chunk + right)
+        compute([s._features for s in group], chunk + right)
         for i, out in zip(indices, _encode_group(group, chunk, started=started), strict=True):
             results[i] = out
     return results
@@ -488,10 +466,7 @@ def finish_batch(sessions: Sequence[StreamingSession]) -> list[list[StreamingRes
         groups.setdefault((id(session.recognizer), session.chunk_frames, session.right_frames), []).append(i)
     for (_, chunk, right), indices in groups.items():
         group = [sessions[i] for i in indices]
-        _compute_features(group, chunk + right)  # not ready: everything buffered fits in chunk + right
-        for session in group:
-            if session._total_samples and session._frames_consumed == 0 and len(session._pending) == 0:
-                _compute_features([session], 1, pad_short=True)  # shorter than one window: one padded frame
+        compute([s._features for s in group], chunk + right, final=True)  # everything buffered fits in chunk + right
         row_lengths = group[0].recognizer.model.encoder.chunk_row_lengths
         while pending := [i for i in indices if len(sessions[i]._pending)]:
             # A first chunk has no state to stack with the others' (an endpoint inside a tail restarts one).

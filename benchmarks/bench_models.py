@@ -28,7 +28,7 @@ from asr.inference import Recognizer
 from asr.streaming import StreamingOptions
 from asr.training.evaluate import evaluate, score
 from benchmarks.bench_streaming import stream_texts
-from benchmarks.report import machine_line, table, update_section
+from benchmarks.report import machine_line, parse_models, table, update_section
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETS = (
@@ -75,12 +75,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    models = []
-    for item in args.model:
-        name, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
-            sys.exit(f"--model {item!r}: expected NAME=PATH to an existing checkpoint")
-        models.append((name, path))
+    models = parse_models(args.model)
     manifests = args.manifest or [str(ROOT / m) for m in DEFAULT_SETS]
     missing = [m for m in manifests if not Path(m).is_file()]
     if missing:
@@ -112,8 +107,11 @@ def main() -> None:
         *(f"{set_names[0]} streaming {c} + {r} ms WER %" for c, r in settings),
     ]
     command = "python -m benchmarks.bench_models " + " ".join(f'--model "{m}"' for m in args.model)
+    command += "".join(f" --manifest {m}" for m in args.manifest or [])
     if args.stream:
         command += f" --stream {args.stream}"
+    if args.section != "models":
+        command += f' --section {args.section} --title "{args.title}"'
     parts = [
         f"## {args.title}",
         f"`{command}` — {machine_line()}. Each model decodes with its own stored default search; "

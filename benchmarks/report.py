@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -66,3 +67,14 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def parse_models(items: list[str]) -> list[tuple[str, str]]:
+    """``--model NAME=PATH`` values as (name, path); exits with a message unless each path is a file."""
+    models = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            sys.exit(f"--model {item!r}: expected NAME=PATH to an existing checkpoint")
+        models.append((name, path))
+    return models

@@ -158,8 +158,8 @@ def test_session_state_stays_bounded_over_many_utterances(recognizer, waves):
     block = np.concatenate([waves["five"], silence(1.0)])
     for _ in range(20):
         session.accept(block)
-    assert len(session._samples) - session._sample_pos < RATE  # only the unread tail is kept
-    assert len(session._pending) < session.chunk_frames + session.right_frames
+    assert len(session._features.samples) - session._features.sample_pos < RATE  # only the unread tail is kept
+    assert len(session._features.pending) < session.chunk_frames + session.right_frames
     assert session.audio_seconds == pytest.approx(20 * len(block) / RATE)
 
 

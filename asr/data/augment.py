@@ -41,10 +41,14 @@ class WaveformAugment:
         return wave.astype(np.float32, copy=False)
 
     def perturb_speed(self, wave: np.ndarray, factor: float) -> np.ndarray:
-        """Play ``factor`` times faster (tempo and pitch, as Kaldi's speed perturbation) by resampling."""
-        if factor == 1.0:
-            return wave
-        return resample(wave, round(self.sample_rate * factor), self.sample_rate)
+        return perturb_speed(wave, factor, self.sample_rate)
+
+
+def perturb_speed(wave: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
+    """Play ``factor`` times faster (tempo and pitch, as Kaldi's speed perturbation) by resampling."""
+    if factor == 1.0:
+        return wave
+    return resample(wave, round(sample_rate * factor), sample_rate)
 
 
 def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import Sampler
 
 from asr.data.dataset import Utterance
+from asr.data.feature_cache import FeatureUtterance
 
 logger = logging.getLogger(__name__)
 
@@ -26,19 +27,26 @@ _DURATION_JITTER = 0.05  # ±5 % noise on sort keys: batch composition varies pe
 
 @dataclass
 class Batch:
-    waves: Tensor  # (B, N) float32, zero-padded
-    wave_lens: Tensor  # (B,) long: valid samples per row
+    waves: Tensor  # (B, N) float32, zero-padded; (B, 0) when the batch carries cached features instead
+    wave_lens: Tensor  # (B,) long: valid samples per row (of the audio the features came from)
     tokens: Tensor  # (B, U) long, padded with TOKEN_PAD
     token_lens: Tensor  # (B,) long
     indices: list[int]  # dataset indices, to match results back to manifest entries
+    feats: Tensor | None = None  # (B, T, F) precomputed front-end features (asr.data.feature_cache), zero-padded
+    feat_lens: Tensor | None = None  # (B,) long
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
         return Batch(
             self.waves.to(device, non_blocking=non_blocking),
             self.wave_lens.to(device, non_blocking=non_blocking),
             self.tokens.to(device, non_blocking=non_blocking),
             self.token_lens.to(device, non_blocking=non_blocking),
             self.indices,
+            move(self.feats),
+            move(self.feat_lens),
         )
 
 
@@ -47,13 +55,33 @@ def collate(items: Sequence[Utterance]) -> Batch:
     if not items:
         raise ValueError("cannot collate an empty batch")
     wave_lens = torch.tensor([u.waveform.shape[0] for u in items], dtype=torch.long)
-    token_lens = torch.tensor([u.tokens.shape[0] for u in items], dtype=torch.long)
     waves = torch.zeros(len(items), int(wave_lens.max()), dtype=torch.float32)  # (B, N)
-    tokens = torch.full((len(items), int(token_lens.max())), TOKEN_PAD, dtype=torch.long)  # (B, U)
     for row, u in enumerate(items):
         waves[row, : u.waveform.shape[0]] = u.waveform
-        tokens[row, : u.tokens.shape[0]] = u.tokens
+    tokens, token_lens = _pad_tokens([u.tokens for u in items])
     return Batch(waves, wave_lens, tokens, token_lens, [u.index for u in items])
+
+
+def collate_features(items: Sequence[FeatureUtterance]) -> Batch:
+    """Pad cached-feature utterances into one :class:`Batch` (``feats`` float16 as stored)."""
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    feat_lens = torch.tensor([u.feats.shape[0] for u in items], dtype=torch.long)
+    feats = torch.zeros(len(items), int(feat_lens.max()), items[0].feats.shape[1], dtype=items[0].feats.dtype)
+    for row, u in enumerate(items):
+        feats[row, : u.feats.shape[0]] = u.feats
+    tokens, token_lens = _pad_tokens([u.tokens for u in items])
+    wave_lens = torch.tensor([u.num_samples for u in items], dtype=torch.long)
+    return Batch(torch.zeros(len(items), 0), wave_lens, tokens, token_lens, [u.index for u in items], feats, feat_lens)
+
+
+def _pad_tokens(sequences: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """``(B, U)`` padded with TOKEN_PAD, and ``(B,)`` lengths."""
+    token_lens = torch.tensor([t.shape[0] for t in sequences], dtype=torch.long)
+    tokens = torch.full((len(sequences), int(token_lens.max())), TOKEN_PAD, dtype=torch.long)
+    for row, t in enumerate(sequences):
+        tokens[row, : t.shape[0]] = t
+    return tokens, token_lens
 
 
 class DurationBucketSampler(Sampler[list[int]]):

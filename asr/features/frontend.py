@@ -1,4 +1,5 @@
-"""Log-mel filterbank features computed in torch, on whichever device holds the model.
+"""Log-mel filterbank features computed in torch, on whichever device holds the model; and the
+choice between the two front ends (:func:`build_frontend`).
 
 Training, the CLI and the server all run this one module, so features never drift between
 them. Framing is Kaldi-style ``snip_edges``: a frame is kept only when its whole window lies
@@ -9,12 +10,15 @@ is transcribed alone or zero-padded in a batch, and ``num_frames`` an exact form
 
 from __future__ import annotations
 
+from typing import Union
+
 import librosa
 import torch
 from torch import Tensor, nn
 
-from asr.config import FeatureConfig
+from asr.config import FeatureConfig, ModelConfig
 from asr.errors import ConfigError
+from asr.features.whisper_frontend import WhisperFrontend
 
 
 class LogMelFrontend(nn.Module):
@@ -63,6 +67,15 @@ class LogMelFrontend(nn.Module):
         """F, the feature dimension the encoder receives."""
         return self.cfg.n_mels
 
+    @property
+    def output_dim(self) -> int:
+        """F, as every front end names it."""
+        return self.cfg.n_mels
+
+    def identity(self) -> dict[str, str]:
+        """What a checkpoint records about the front end; the filterbank itself follows from the config."""
+        return {"type": "logmel"}
+
     def num_frames(self, wave_lens: Tensor) -> Tensor:
         """Frames produced for waveforms of ``wave_lens`` samples ``(B,)``.
 
@@ -106,3 +119,13 @@ class LogMelFrontend(nn.Module):
             valid = torch.arange(feats.size(1), device=feats.device) < feat_lens[:, None]  # (B, T)
             feats = feats * valid[:, :, None]
         return feats, feat_lens
+
+
+Frontend = Union[LogMelFrontend, WhisperFrontend]  # forward(waves, wave_lens) -> (feats, feat_lens)
+
+
+def build_frontend(model: ModelConfig, features: FeatureConfig, sample_rate: int) -> Frontend:
+    """The front end ``model.frontend.type`` names; ConfigError if its weights package is missing."""
+    if model.frontend.type == "whisper_encoder":
+        return WhisperFrontend(model.frontend, sample_rate)
+    return LogMelFrontend(features, sample_rate)

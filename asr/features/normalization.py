@@ -7,13 +7,14 @@ training did.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from asr.features.frontend import LogMelFrontend
+from asr.features.frontend import Frontend
 
 _MIN_STD = 1e-5  # a bin that is constant over the corpus (e.g. above a band limit) must not divide by ~0
 
@@ -43,24 +44,37 @@ class GlobalCMVN(nn.Module):
 
 
 @torch.no_grad()
-def estimate_cmvn(frontend: LogMelFrontend, waveforms: Iterable[np.ndarray]) -> GlobalCMVN:
+def estimate_cmvn(frontend: Frontend, waveforms: Iterable[np.ndarray]) -> GlobalCMVN:
     """Mean and std of ``frontend`` features over every frame of ``waveforms`` (each ``(N,)``).
 
-    Utterances are processed one at a time (no padding to mask) on the frontend's device, and
-    the sums are accumulated in float64: float32 sums of squares over millions of frames lose
+    Utterances are processed one at a time (no padding to mask) on the frontend's device.
+    """
+    device = next(itertools.chain(frontend.buffers(), frontend.parameters())).device
+
+    def features() -> Iterable[Tensor]:
+        for wave in waveforms:
+            if wave.size == 0:
+                continue
+            waves = torch.as_tensor(np.asarray(wave, dtype=np.float32), device=device)[None]  # (1, N)
+            feats, feat_lens = frontend(waves, torch.tensor([waves.size(1)], device=device))
+            yield feats[0, : int(feat_lens[0])]
+
+    return cmvn_from_features(features(), frontend.output_dim)
+
+
+def cmvn_from_features(features: Iterable[Tensor | np.ndarray], dim: int) -> GlobalCMVN:
+    """Mean and std per dimension over every frame of ``features`` (each ``(T, F)``, e.g. read from a feature cache).
+
+    The sums are accumulated in float64: float32 sums of squares over millions of frames lose
     the digits that the variance is made of.
     """
-    device = frontend.mel_filters.device
-    n_mels = frontend.num_mels
-    total = torch.zeros(n_mels, dtype=torch.float64, device=device)
-    total_sq = torch.zeros(n_mels, dtype=torch.float64, device=device)
+    total = torch.zeros(dim, dtype=torch.float64)
+    total_sq = torch.zeros(dim, dtype=torch.float64)
     count = 0
-    for wave in waveforms:
-        if wave.size == 0:
-            continue
-        waves = torch.as_tensor(np.asarray(wave, dtype=np.float32), device=device)[None]  # (1, N)
-        feats, feat_lens = frontend(waves, torch.tensor([waves.size(1)], device=device))
-        frames = feats[0, : int(feat_lens[0])].double()  # (T, F)
+    for frames in features:
+        frames = torch.as_tensor(frames).double().cpu()  # (T, F)
+        if frames.dim() != 2 or frames.size(1) != dim:
+            raise ValueError(f"features must be (T, {dim}), got {tuple(frames.shape)}")
         total += frames.sum(dim=0)
         total_sq += frames.square().sum(dim=0)
         count += frames.size(0)
@@ -68,4 +82,4 @@ def estimate_cmvn(frontend: LogMelFrontend, waveforms: Iterable[np.ndarray]) -> 
         raise ValueError("estimate_cmvn got no audio; pass a non-empty list of training waveforms")
     mean = total / count
     var = (total_sq / count - mean.square()).clamp(min=0.0)
-    return GlobalCMVN(mean.float().cpu(), var.sqrt().float().cpu())
+    return GlobalCMVN(mean.float(), var.sqrt().float())

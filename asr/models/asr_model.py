@@ -27,7 +27,8 @@ from asr.config import ModelConfig
 from asr.errors import ConfigError
 from asr.models.ctc_head import CTCHead
 from asr.models.decoder import AttentionDecoder
-from asr.models.encoder import RNNEncoder
+from asr.models.encoder import EncoderChunkState, RNNEncoder
+from asr.models.layer_mix import LayerMix
 
 
 @dataclass
@@ -40,7 +41,11 @@ class JointLoss:
 
 
 class AsrModel(nn.Module):
-    """``feats (B, T, F)`` → encoder ``(B, T', D)`` → CTC log-probs ``(B, T', V)`` and/or decoder."""
+    """``feats (B, T, F)`` → encoder ``(B, T', D)`` → CTC log-probs ``(B, T', V)`` and/or decoder.
+
+    When the front end delivers several layers of a pretrained encoder side by side
+    (``model.frontend.layers``), a :class:`LayerMix` first reduces ``F = L·D`` to ``D``.
+    """
 
     def __init__(self, cfg: ModelConfig, input_dim: int, vocab_size: int) -> None:
         super().__init__()
@@ -48,7 +53,9 @@ class AsrModel(nn.Module):
         self.cfg = cfg
         self.input_dim = input_dim
         self.vocab_size = vocab_size
-        self.encoder = RNNEncoder(cfg.encoder, input_dim)
+        num_layers = len(cfg.frontend.layers) if cfg.frontend.type == "whisper_encoder" else 1
+        self.layer_mix = LayerMix(num_layers) if num_layers > 1 else None
+        self.encoder = RNNEncoder(cfg.encoder, input_dim // num_layers)
         self.ctc_head = CTCHead(self.encoder.output_dim, vocab_size)
         self.decoder: AttentionDecoder | None = (
             AttentionDecoder(cfg.decoder, self.encoder.output_dim, vocab_size) if cfg.decoder.enabled else None
@@ -61,8 +68,18 @@ class AsrModel(nn.Module):
 
     def encode(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
         """``feats (B, T, F)``, ``feat_lens (B,)`` → ``enc (B, T', D)``, ``enc_lens (B,)``."""
+        if self.layer_mix is not None:
+            feats = self.layer_mix(feats)
         enc, enc_lens = self.encoder(feats, feat_lens)
         return enc, enc_lens
+
+    def encode_chunk(
+        self, feats: Tensor, right_feats: Tensor, state: EncoderChunkState, *, valid: Tensor | None = None
+    ) -> tuple[Tensor, EncoderChunkState]:
+        """Streaming form of :meth:`encode`: :meth:`RNNEncoder.forward_chunk` after the layer mix."""
+        if self.layer_mix is not None:
+            feats, right_feats = self.layer_mix(feats), self.layer_mix(right_feats)
+        return self.encoder.forward_chunk(feats, right_feats, state, valid=valid)
 
     def ctc_log_probs(self, enc: Tensor) -> Tensor:
         """CTC log-posteriors ``(B, T', V)``, float32."""

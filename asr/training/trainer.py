@@ -38,8 +38,9 @@ from asr.audio import load_audio
 from asr.checkpoint import ModelBundle, build_bundle, read_payload, save_checkpoint
 from asr.config import ExperimentConfig, dump_config
 from asr.data.augment import WaveformAugment
-from asr.data.batching import DurationBucketSampler, collate
+from asr.data.batching import DurationBucketSampler, collate, collate_features
 from asr.data.dataset import SpeechDataset
+from asr.data.feature_cache import CachedFeatureDataset, FeatureCache
 from asr.data.manifest import ManifestEntry, read_manifest
 from asr.errors import ConfigError
 from asr.features.normalization import estimate_cmvn
@@ -47,6 +48,7 @@ from asr.features.specaugment import SpecAugment
 from asr.inference import Recognizer, resolve_device
 from asr.runtime import keep_freed_memory
 from asr.tokenizer import build_tokenizer
+from asr.training.cached_features import cached_cmvn, open_feature_cache
 from asr.training.evaluate import evaluate
 from asr.training.optim import build_optimizer, build_scheduler
 
@@ -148,8 +150,16 @@ class Trainer:
         else:
             tokenizer = build_tokenizer(cfg.tokenizer, (e.text for e in self.train_entries))
             self.bundle = build_bundle(cfg, tokenizer)
-            if cfg.features.use_cmvn:
-                self.bundle.cmvn.load_state_dict(self._estimate_cmvn().state_dict())
+        self.cache: FeatureCache | None = None
+        if cfg.data.feature_cache:
+            self.cache = open_feature_cache(cfg, self.bundle.frontend)
+            if self.dist.is_main:
+                self.bundle.frontend.to(self.device)
+                self.cache.build(self.train_entries, self.bundle.frontend, cfg.audio, progress)
+            if self.dist.world_size > 1:
+                dist.barrier()
+        if init is None and cfg.features.use_cmvn:
+            self.bundle.cmvn.load_state_dict(self._estimate_cmvn().state_dict())
         self.bundle.model.to(self.device)
         self.bundle.frontend.to(self.device)
         self.bundle.cmvn.to(self.device)
@@ -165,8 +175,14 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.training)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.training.precision == "fp16")
         self.specaugment = SpecAugment(cfg.specaugment)
-        augment = WaveformAugment(cfg.data.augment, cfg.audio.sample_rate, seed=cfg.seed)
-        self.dataset = SpeechDataset(self.train_entries, self.bundle.tokenizer, cfg.audio, augment=augment)
+        self.dataset: SpeechDataset | CachedFeatureDataset
+        if self.cache is not None:
+            self.dataset = CachedFeatureDataset(
+                self.train_entries, self.bundle.tokenizer, self.cache, cfg.audio.sample_rate, seed=cfg.seed
+            )
+        else:
+            augment = WaveformAugment(cfg.data.augment, cfg.audio.sample_rate, seed=cfg.seed)
+            self.dataset = SpeechDataset(self.train_entries, self.bundle.tokenizer, cfg.audio, augment=augment)
         self.sampler = DurationBucketSampler(
             self.dataset.durations,
             cfg.data.max_batch_seconds,
@@ -203,6 +219,9 @@ class Trainer:
             log.info("added an untrained attention decoder (%d tensors) to the CTC model", len(missing))
 
     def _estimate_cmvn(self) -> Any:
+        if self.cache is not None:
+            dim = self.bundle.frontend.output_dim
+            return cached_cmvn(self.cache, self.train_entries, dim, CMVN_UTTERANCES, self.cfg.seed)
         rng = random.Random(self.cfg.seed)
         sample = rng.sample(self.train_entries, min(CMVN_UTTERANCES, len(self.train_entries)))
         waves = (load_audio(e.audio, self.cfg.audio.sample_rate) for e in sample)
@@ -247,7 +266,7 @@ class Trainer:
             loader = torch.utils.data.DataLoader(
                 self.dataset,
                 batch_sampler=batches,
-                collate_fn=collate,
+                collate_fn=collate if self.cache is None else collate_features,
                 num_workers=self.cfg.data.num_workers,
             )
             yield from loader
@@ -255,9 +274,11 @@ class Trainer:
             self.batch_in_epoch = 0
 
     def _loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        waves, wave_lens = batch.waves.to(self.device), batch.wave_lens.to(self.device)
         with torch.no_grad():
-            feats, feat_lens = self.bundle.frontend(waves, wave_lens)
+            if batch.feats is not None and batch.feat_lens is not None:  # read from the feature cache
+                feats, feat_lens = batch.feats.to(self.device).float(), batch.feat_lens.to(self.device)
+            else:
+                feats, feat_lens = self.bundle.frontend(batch.waves.to(self.device), batch.wave_lens.to(self.device))
             feats = self.bundle.cmvn(feats, feat_lens)
             if self.cfg.specaugment.enabled and self.step >= self.cfg.specaugment.start_step:
                 generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
