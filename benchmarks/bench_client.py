@@ -7,7 +7,7 @@ the same run. The same files then go through ``Recognizer.transcribe_files`` in 
 with the server's thread count: the difference is the overhead of the service path. Each
 measurement is the median of a few passes after an untimed warm-up pass.
 
-    python benchmarks/bench_client.py --model models/default.pt --folder /data/recordings   # `client` section
+    python benchmarks/bench_client.py --model models/english.pt --folder /data/recordings   # `client` section
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def time_library(model: Path, paths: list[Path], threads: int, repeats: int) -> 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=ROOT / "models" / "default.pt")
+    p.add_argument("--model", type=Path, default=ROOT / "models" / "english.pt")
     p.add_argument("--folder", type=Path, nargs="+", default=[ROOT / "samples"], help="audio folders (recursive)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per path; the median is reported")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])

@@ -1,6 +1,6 @@
 """WER and real-time factor of the deployment forms of one model, next to float32.
 
-    .venv/bin/python -m benchmarks.bench_export [--model models/default.pt] [--manifest data/shared/test.jsonl]
+    .venv/bin/python -m benchmarks.bench_export [--model models/english.pt] [--manifest data/shared/test.jsonl]
         [--limit 300] [--threads 1]
 
 Variants: the float32 checkpoint, its int8-dynamic and bfloat16 checkpoints (through the same
@@ -36,7 +36,7 @@ GREEDY = SearchConfig(method="ctc_greedy")
 
 
 def default_model() -> Path:
-    shipped = ROOT / "models" / "default.pt"
+    shipped = ROOT / "models" / "english.pt"
     return shipped if shipped.is_file() else ROOT / "runs" / "shared_ctc" / "model.pt"
 
 

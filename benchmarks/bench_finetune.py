@@ -1,6 +1,6 @@
 """Fine-tuning evidence: the shipped model adapted to a speaker it never trained on.
 
-    .venv/bin/python -m benchmarks.bench_finetune [--model models/default.pt] [--steps 300]
+    .venv/bin/python -m benchmarks.bench_finetune [--model models/english.pt] [--steps 300]
         [--freeze-encoder-layers 0] [--limit 0] [--threads 2]
 
 Default speaker: FSDD's "lucas", whom the shared split keeps out of training (his recordings

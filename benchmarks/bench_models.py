@@ -1,7 +1,7 @@
 """Trained models side by side on the same held-out sets: WER/CER per set, offline and streaming.
 
     .venv/bin/python -m benchmarks.bench_models \\
-        --model "shipped=models/default.pt" --model "real only=runs/shared_ctc/model.pt" \\
+        --model "shipped=models/english.pt" --model "real only=runs/shared_ctc/model.pt" \\
         --model "real + synthetic=runs/shared_ctc_synth/model.pt" \\
         [--manifest data/shared/test_fsdd.jsonl ...] [--stream 320:160,320:320] \\
         [--section models --title "..."] [--note "how each model was trained"]

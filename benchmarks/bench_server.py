@@ -8,7 +8,7 @@ server's own processing latency, time to final (from the last chunk to the final
 CPU use and errors. Then 32 concurrent clients loop on Recognize against a server with the
 batcher on (``max_batch_size`` 32) and one with it off (1), in the same run.
 
-    python benchmarks/bench_server.py --model models/default.pt        # writes the `server` section of BENCHMARKS.md
+    python benchmarks/bench_server.py --model models/english.pt        # writes the `server` section of BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -324,7 +324,7 @@ def model_stream_rows(model: Path, args: argparse.Namespace, pcm: bytes, method:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=ROOT / "models" / "default.pt")
+    p.add_argument("--model", type=Path, default=ROOT / "models" / "english.pt")
     p.add_argument(
         "--compare-model",
         type=Path,
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n\n".join(
         [
             f"## Server (`benchmarks/bench_server.py --method {args.method} --workers {args.workers}`"
-            f"{'' if args.model.name == 'default.pt' else f', `{args.model.name}`'})\n\n"
+            f"{'' if args.model.name == 'english.pt' else f', `{args.model.name}`'})\n\n"
             f"`python -m benchmarks.bench_server --model {args.model} --method {args.method} --workers {args.workers} "
             f"--repeats {args.repeats} --connections {args.connections} --streams {' '.join(map(str, args.streams))}"
             f"{''.join(f' --compare-model {m}' for m in args.compare_model)}"

@@ -128,7 +128,7 @@ async def soak(server: ServerProcess, streams: int, unary_clients: int, seconds:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=ROOT / "models" / "default.pt")
+    p.add_argument("--model", type=Path, default=ROOT / "models" / "english.pt")
     p.add_argument("--streams", type=int, default=200)
     p.add_argument("--seconds", type=float, default=120.0)
     p.add_argument("--unary-clients", type=int, default=4)

@@ -1,6 +1,6 @@
 """Streaming recognition: accuracy against full context, compute per chunk, finals latency, memory.
 
-    .venv/bin/python -m benchmarks.bench_streaming --model models/default.pt \\
+    .venv/bin/python -m benchmarks.bench_streaming --model models/english.pt \\
         --manifest data/shared/test.jsonl [--limit 300] [--settings 320:160,320:320,640:640] [--minutes 60]
 
 For each chunk:right-context setting (ms) it measures:
@@ -153,7 +153,7 @@ def _memory_over_stream(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--model", default=str(ROOT / "models" / "default.pt"))
+    parser.add_argument("--model", default=str(ROOT / "models" / "english.pt"))
     parser.add_argument("--manifest", default=str(ROOT / "data" / "shared" / "test.jsonl"))
     parser.add_argument("--limit", type=int, default=300, help="test utterances for WER (every n-th, spread evenly)")
     parser.add_argument("--settings", default="320:160,320:320,640:640", help="chunk_ms:right_context_ms,...")

@@ -7,7 +7,7 @@ defined as in ``bench_server.py``: partial = from sending the audio a partial ne
 plus the right context) to receiving it; server = the server's own processing latency; final =
 from the last chunk (and the stop message) to the final result.
 
-    python -m benchmarks.bench_web --model models/default.pt     # writes the `web` section of BENCHMARKS.md
+    python -m benchmarks.bench_web --model models/english.pt     # writes the `web` section of BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ async def run_path(server: ServerProcess, web_url: str, path: str, n: int, pcm: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=ROOT / "models" / "default.pt")
+    p.add_argument("--model", type=Path, default=ROOT / "models" / "english.pt")
     p.add_argument("--streams", type=int, nargs="+", default=[1, 16, 32])
     p.add_argument("--logs", type=Path, default=Path("/tmp"))
     p.add_argument("--section", default="web", help="BENCHMARKS.md section to write")

@@ -109,7 +109,9 @@ async def build_server(cfg: ServerConfig, recognizer: Recognizer) -> RunningServ
     """Create, bind and start the server (port 0 picks a free port, reported in ``RunningServer.port``)."""
     cfg.validate()
     if cfg.warm_up:
-        options = StreamingOptions(chunk_ms=cfg.chunk_ms, right_context_ms=cfg.right_context_ms)
+        options = StreamingOptions(
+            chunk_ms=cfg.chunk_ms, right_context_ms=cfg.right_context_ms, left_context_ms=cfg.left_context_ms
+        )
         await asyncio.to_thread(warm_up, recognizer, options, cfg.max_batch_size)
     metrics = ServerMetrics()
     interceptors: list[aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]

@@ -27,7 +27,7 @@ ENV_PREFIX = "ASR_SERVER_"
 class ServerConfig:
     host: str = "0.0.0.0"  # noqa: S104 - a server in a container must listen beyond loopback
     port: int = 50051  # 0 = any free port (tests)
-    model: str = "models/default.pt"  # checkpoint to serve
+    model: str = "models/english.pt"  # checkpoint to serve
     model_name: str = ""  # name clients pass in RecognitionConfig.model; empty = the checkpoint's file stem
     device: str = "auto"  # auto: the GPU when one is present, else the CPU
     # Intra-op threads of the model thread; 0 = torch's default (one per core). 1 by default: the event
@@ -64,6 +64,9 @@ class ServerConfig:
     default_boost: float = 2.0  # phrase hints sent with boost 0
     chunk_ms: int = 320  # streaming encoder chunk; every stream uses it, so all can share a batch
     right_context_ms: int = 160  # streaming look-ahead; latency = chunk + right context + queueing
+    # Whisper front ends only (not causal): audio history re-encoded with each chunk. 30 s = the utterance
+    # so far; 2000 halves the per-stream cost on long utterances for a few points of WER (BENCHMARKS.md).
+    left_context_ms: int = 30_000
     endpoint_silence_ms: int = 800  # default trailing silence that ends an utterance
     max_utterance_s: float = 30.0  # default forced final
     drain_s: float = 0.0  # SIGTERM: report NOT_SERVING this long (still serving) so balancers move away first
@@ -104,6 +107,8 @@ class ServerConfig:
         for name in ("max_batch_delay_ms", "stream_batch_delay_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"server.{name} must be >= 0, got {getattr(self, name)}")
+        if self.left_context_ms < 0:
+            raise ConfigError(f"server.left_context_ms must be >= 0, got {self.left_context_ms}")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("server.tls_cert_file and server.tls_key_file must be given together")
         if self.tls_client_ca_file and not self.tls_cert_file:

@@ -191,6 +191,7 @@ def streaming_options(config: pb.StreamingConfig, default: SearchConfig, limits:
     return StreamingOptions(
         chunk_ms=limits.chunk_ms,
         right_context_ms=limits.right_context_ms,
+        left_context_ms=limits.left_context_ms,
         interim_results=config.interim_results,
         endpoint_silence_ms=silence_ms,
         max_utterance_s=endpointing.max_utterance_s or limits.max_utterance_s,

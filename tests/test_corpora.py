@@ -200,7 +200,7 @@ def test_generic_folder_pairs_audio_with_same_name_txt(tmp_path: Path) -> None:
 
 def test_folder_with_manifest_jsonl(samples_dir: Path) -> None:
     entries = import_corpus("manifest", samples_dir)
-    assert len(entries) == 12 and entries[0].text == "three"
+    assert len(entries) == 15 and entries[0].text == "three"
 
 
 def test_unknown_kind_and_missing_folder_are_clear(tmp_path: Path) -> None:

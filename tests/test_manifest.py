@@ -34,7 +34,7 @@ def good(audio: str = "a.wav", text: str = "hello", **extra: object) -> str:
 
 def test_shipped_samples_manifest_reads_with_absolute_paths(samples) -> None:
     entries = read_manifest(samples.manifest, check_audio=True)
-    assert len(entries) == 12
+    assert len(entries) == 15
     assert all(Path(e.audio).is_absolute() and Path(e.audio).is_file() for e in entries)
     assert [e.text for e in entries] == samples.texts
     assert {e.speaker for e in entries} >= {"lucas", "1988"}

@@ -35,6 +35,7 @@ def test_string_settings_from_the_environment_stay_strings():
         ("max_batch_size: 0\n", {}, "max_batch_size"),
         ("tls_cert_file: a.pem\n", {}, "tls_key_file"),
         ("web_port: 50051\n", {}, "web_port"),
+        ("left_context_ms: -1\n", {}, "left_context_ms"),
     ],
 )
 def test_bad_settings_raise_config_error_naming_the_key(tmp_path, yaml_text, environ, message):

@@ -1,7 +1,7 @@
 """The live-captions page in a real browser: Debian's headless Chromium, driven by selenium, hears a
 bundled recording through Chromium's fake microphone and must caption it as the gRPC path does.
 
-The recording is the first bundled word that the served model (``models/default.pt``) gets right
+The recording is the first bundled word that the served model (``models/english.pt``) gets right
 through the gRPC streaming path, checked in the same test, so the test keeps its meaning when the
 shipped model changes. The page's audio goes through the browser's own capture, the AudioWorklet's
 downsampling and the WebSocket, so equal captions mean every stage of that path works. Endpointing
@@ -37,7 +37,7 @@ from server.app import ServerThread
 from server.config import ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "models" / "default.pt"
+MODEL = ROOT / "models" / "english.pt"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 RATE = 16000
