@@ -7,7 +7,7 @@ the same run. The same files then go through ``Recognizer.transcribe_files`` in 
 with the server's thread count: the difference is the overhead of the service path. Each
 measurement is the median of a few passes after an untimed warm-up pass.
 
-    python benchmarks/bench_client.py --model models/english.pt --folder /data/recordings   # `client` section
+    python -m benchmarks.bench_client --model models/english.pt --folder /data/recordings   # `client` section
 """
 
 from __future__ import annotations

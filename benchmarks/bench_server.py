@@ -8,7 +8,7 @@ server's own processing latency, time to final (from the last chunk to the final
 CPU use and errors. Then 32 concurrent clients loop on Recognize against a server with the
 batcher on (``max_batch_size`` 32) and one with it off (1), in the same run.
 
-    python benchmarks/bench_server.py --model models/english.pt        # writes the `server` section of BENCHMARKS.md
+    python -m benchmarks.bench_server --model models/english.pt        # writes the `server` section of BENCHMARKS.md
 """
 
 from __future__ import annotations

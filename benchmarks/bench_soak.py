@@ -7,8 +7,8 @@ its memory and CPU can be read from /proc) is sampled every 2 s: resident memory
 active-streams gauge. It reports streams completed, finals lost, errors by status code, unary
 calls, memory after warm-up vs at the end, and whether the active-streams gauge returned to 0.
 
-    python benchmarks/bench_soak.py                              # 200 streams x 120 s; writes the `soak` section
-    python benchmarks/bench_soak.py --streams 50 --seconds 30    # a short run
+    python -m benchmarks.bench_soak                              # 200 streams x 120 s; writes the `soak` section
+    python -m benchmarks.bench_soak --streams 50 --seconds 30    # a short run
 """
 
 from __future__ import annotations

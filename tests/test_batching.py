@@ -124,7 +124,7 @@ def test_dataloader_over_the_real_samples(samples) -> None:
     dataset = SpeechDataset(entries, tokenizer, AudioConfig())
     sampler = DurationBucketSampler(dataset.durations, max_batch_seconds=8.0, seed=0)
     batches = list(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate))
-    assert sorted(i for b in batches for i in b.indices) == list(range(12))
+    assert sorted(i for b in batches for i in b.indices) == list(range(len(entries)))
     for batch in batches:
         assert batch.waves.shape[1] == int(batch.wave_lens.max())
         for row, index in enumerate(batch.indices):

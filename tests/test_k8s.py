@@ -32,8 +32,9 @@ KUBECTL = shutil.which("kubectl")
 # 1.27: the first release with gRPC probes generally available; 1.37: the newest schemas the package bundles.
 VERSIONS = ["1.27.0", "1.37.0"]
 VARIANTS = ["base", "overlays/gpu", "overlays/active-streams"]
-# Default-search CPU per real-time stream, BENCHMARKS.md "Server" (64 streams, 1.28 cores over 2 workers).
-STREAM_MILLICORES = 20
+# CPU per real-time stream of models/english.pt with 2 s of Whisper history (BENCHMARKS.md "Whisper front end:
+# streaming": 0.26-0.30 s per audio second on a shared core; "Server": 0.20 cores for one stream).
+STREAM_MILLICORES = 250
 
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="needs kubectl (to compare the renderer with kustomize)")
 
