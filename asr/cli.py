@@ -373,7 +373,7 @@ def cmd_pack(args: argparse.Namespace) -> None:
         raise ConfigError("--lm-weight is set but the model has no n-gram: add one with --lm FILE")
     packed = with_search_defaults(bundle, search, arpa)
     if args.tune:
-        search = _tune_lm(packed, search, args.tune)
+        search = _tune_lm(packed, search, args)
         if search.lm_weight == 0.0:  # the LM did not help on dev: ship none
             search = dataclasses.replace(search, lm_path="", length_bonus=0.0)
         packed = with_search_defaults(packed, search, None if search.lm_path else "")
@@ -382,14 +382,18 @@ def cmd_pack(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): default search {search.method}{lm_note}")
 
 
-def _tune_lm(bundle: ModelBundle, search: SearchConfig, dev_manifests: list[str]) -> SearchConfig:
+def _tune_lm(bundle: ModelBundle, search: SearchConfig, args: argparse.Namespace) -> SearchConfig:
     """Dev-best LM weight and length bonus for ``bundle`` (which holds the n-gram); prints the grid."""
-    from asr.data.manifest import read_manifest
+    from asr.data.manifest import read_manifest, spread
     from asr.inference import Recognizer
-    from asr.training.lm_tuning import tune_lm_fusion
+    from asr.training.lm_tuning import LENGTH_BONUSES, LM_WEIGHTS, tune_lm_fusion
 
-    dev = [entry for path in dev_manifests for entry in read_manifest(path)]
-    best, points = tune_lm_fusion(Recognizer(bundle, device="cpu"), dev, search)
+    if args.tune_limit < 0:
+        raise ConfigError(f"--tune-limit must be >= 0, got {args.tune_limit}")
+    dev = [entry for path in args.tune for entry in spread(read_manifest(path), args.tune_limit)]
+    weights, bonuses = args.tune_weights or LM_WEIGHTS, args.tune_bonuses or LENGTH_BONUSES
+    recognizer = Recognizer(bundle, device="cpu")
+    best, points = tune_lm_fusion(recognizer, dev, search, weights=weights, bonuses=bonuses)
     print(f"LM fusion on {len(dev)} dev utterances ({search.method}, beam {search.beam_size}):")
     for p in points:
         chosen = "  <- chosen" if (p.lm_weight, p.length_bonus) == (best.lm_weight, best.length_bonus) else ""
@@ -560,6 +564,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-lm", action="store_true", help="drop the stored n-gram and LM fusion")
     p.add_argument("--tune", action="append", metavar="DEV.jsonl", help="choose --lm-weight and --length-bonus "
                    "on this dev manifest (repeatable; no LM if it does not help)")  # fmt: skip
+    p.add_argument("--tune-limit", type=int, default=0, metavar="N",
+                   help="tune on at most N evenly spread utterances of each --tune manifest (0 = all)")  # fmt: skip
+    p.add_argument("--tune-weights", type=float, nargs="+", metavar="W", help="LM weights to score (default: "
+                   "0.1 0.2 0.3 0.5 0.8 1.2)")  # fmt: skip
+    p.add_argument("--tune-bonuses", type=float, nargs="+", metavar="B", help="length bonuses to score with each "
+                   "weight (default: 0 0.5 1)")  # fmt: skip
     _add_search_args(p)
     p.set_defaults(func=cmd_pack)
 

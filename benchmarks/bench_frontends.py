@@ -46,7 +46,7 @@ import torch
 
 from asr.audio import load_audio
 from asr.config import FrontendConfig
-from asr.data.manifest import ManifestEntry, read_manifest
+from asr.data.manifest import ManifestEntry, read_manifest, spread
 from asr.features.whisper_frontend import WhisperFrontend
 from asr.inference import Recognizer, pad_waveforms
 from asr.streaming import StreamingOptions
@@ -59,7 +59,6 @@ from benchmarks.bench_peers import (
     load_whisper,
     normalise,
     run_peer,
-    spread,
 )
 from benchmarks.report import machine_line, parse_models, table, update_section
 

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from asr.audio import load_audio
-from asr.data.manifest import ManifestEntry, read_manifest
+from asr.data.manifest import ManifestEntry, read_manifest, spread
 from asr.inference import Recognizer
 from asr.tokenizer import normalize_text
 from asr.training.evaluate import score
@@ -92,14 +92,6 @@ class EvalSet:
 def normalise(text: str) -> str:
     """Spell stand-alone digit strings digit by digit, then ``normalize_text`` (see the module docstring)."""
     return normalize_text(_DIGIT_STRING.sub(lambda m: " ".join(DIGIT_WORDS[int(c)] for c in m.group()), text))
-
-
-def spread(entries: list[ManifestEntry], limit: int) -> list[ManifestEntry]:
-    """At most ``limit`` entries spread evenly over the manifest (manifests are grouped by speaker)."""
-    if limit <= 0 or len(entries) <= limit:
-        return entries
-    step = len(entries) / limit
-    return [entries[int(i * step)] for i in range(limit)]
 
 
 def disk_mb(*paths: Path) -> float:

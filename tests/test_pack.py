@@ -146,6 +146,19 @@ def test_tune_scores_the_grid_on_dev_and_ships_no_lm_when_it_does_not_help(
         assert search.lm_path == EMBEDDED_LM and search.lm_weight > 0.0
 
 
+def test_tune_grid_and_dev_subset_can_be_chosen(tiny_model_path, arpa, samples, tmp_path, capsys):
+    args = ["pack", "--model", str(tiny_model_path), "--out", str(tmp_path / "t.pt"), "--lm", str(arpa)]
+    grid_args = ["--tune-weights", "0.25", "0.5", "--tune-bonuses", "1.5", "--tune-limit", "5"]
+    assert main([*args, "--method", "ctc_prefix_beam", "--tune", str(samples.manifest), *grid_args]) == 0
+    printed = capsys.readouterr().out
+    assert "LM fusion on 5 dev utterances" in printed
+    grid = [line.split()[1:4:2] for line in printed.splitlines() if line.strip().startswith("lm_weight")]
+    assert grid == [["0", "0"], ["0.25", "1.5"], ["0.5", "1.5"]]
+    bad = [*args, "--method", "ctc_prefix_beam", "--tune", str(samples.manifest), "--tune-limit", "-1"]
+    assert main(bad) == EXIT_ERROR
+    assert "--tune-limit" in capsys.readouterr().err
+
+
 def test_tune_refuses_a_search_without_a_beam(tiny_model_path, arpa, samples, tmp_path, capsys):
     args = ["pack", "--model", str(tiny_model_path), "--out", str(tmp_path / "x.pt"), "--lm", str(arpa)]
     assert main([*args, "--method", "ctc_greedy", "--tune", str(samples.manifest)]) == EXIT_ERROR

@@ -57,6 +57,15 @@ def read_manifest(path: str | Path, *, skip_invalid: bool = False, check_audio: 
     return entries
 
 
+def spread(entries: list[ManifestEntry], limit: int) -> list[ManifestEntry]:
+    """At most ``limit`` entries spread evenly over the manifest (manifests are grouped by speaker, so
+    the first ``limit`` lines would be a few speakers only); ``limit <= 0`` keeps them all."""
+    if limit <= 0 or len(entries) <= limit:
+        return entries
+    step = len(entries) / limit
+    return [entries[int(i * step)] for i in range(limit)]
+
+
 def read_manifest_report(
     path: str | Path, *, check_audio: bool = False, stop_at_first: bool = False
 ) -> tuple[list[ManifestEntry], list[ManifestProblem]]:
