@@ -63,13 +63,8 @@ class LogMelFrontend(nn.Module):
         return self.hop_length / self.sample_rate
 
     @property
-    def num_mels(self) -> int:
-        """F, the feature dimension the encoder receives."""
-        return self.cfg.n_mels
-
-    @property
     def output_dim(self) -> int:
-        """F, as every front end names it."""
+        """F, the feature dimension the encoder receives (the same name on every front end)."""
         return self.cfg.n_mels
 
     def identity(self) -> dict[str, str]:
